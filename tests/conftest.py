@@ -1,0 +1,20 @@
+"""Shared fixtures: tiny CLIP checkpoints written once per session."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+for path in (ROOT, ROOT / "tests"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from tiny_clip import write_tiny_clip  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_files(tmp_path_factory) -> dict[str, Path]:
+    """{"RN": path, "ViT": path} of tiny CLIP state dicts in OpenAI's format."""
+    folder = tmp_path_factory.mktemp("clip")
+    return {arch: write_tiny_clip(folder / f"tiny_{arch}.pt", arch) for arch in ("RN", "ViT")}

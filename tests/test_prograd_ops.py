@@ -1,0 +1,129 @@
+"""Properties of ProGrad's loss terms and gradient projection (pure torch, no Dassl)."""
+
+import math
+
+import pytest
+import torch
+
+from trainers.prograd_ops import (
+    cross_entropy_loss,
+    kl_to_teacher_loss,
+    project_conflicting_gradient,
+)
+
+
+def test_aligned_gradients_are_unchanged():
+    """g_ce·g_kl >= 0 leaves g_ce exactly as it is."""
+    g_ce = torch.tensor([1.0, 2.0, -0.5])
+    g_kl = torch.tensor([0.5, 1.0, 3.0])  # dot = 0.5 + 2 - 1.5 = 1.0 > 0
+    result = project_conflicting_gradient(g_ce, g_kl, lambda_=1.0)
+    assert not result.conflicted
+    assert torch.equal(result.gradient, g_ce)
+    assert result.removed_norm == 0.0
+
+
+def test_conflicting_gradient_with_lambda_one_ends_orthogonal_to_kl():
+    """With λ=1 a conflicting g_ce loses its whole component along g_kl."""
+    torch.manual_seed(0)
+    g_kl = torch.randn(64)
+    g_ce = -2.0 * g_kl + torch.randn(64)
+    result = project_conflicting_gradient(g_ce, g_kl, lambda_=1.0)
+    assert result.conflicted
+    assert torch.dot(result.gradient, g_kl).abs() < 1e-4 * g_ce.norm() * g_kl.norm()
+    expected = g_ce - torch.dot(g_ce, g_kl) / torch.dot(g_kl, g_kl) * g_kl
+    torch.testing.assert_close(result.gradient, expected)
+    assert result.cosine < 0
+    assert result.removed_norm == pytest.approx((g_ce - expected).norm().item(), rel=1e-5)
+
+
+def test_partial_lambda_matches_paper_formula():
+    """g = g_ce − λ·(g_ce·g_kl/|g_kl|²)·g_kl, checked by hand on 2-D vectors."""
+    g_ce = torch.tensor([1.0, -1.0])
+    g_kl = torch.tensor([0.0, 2.0])  # dot = -2, |g_kl|² = 4 -> coefficient -0.5
+    result = project_conflicting_gradient(g_ce, g_kl, lambda_=0.5)
+    torch.testing.assert_close(result.gradient, torch.tensor([1.0, -0.5]))
+    assert result.cosine == pytest.approx(-1 / math.sqrt(2))
+
+
+def test_lambda_zero_leaves_ce_gradient_unchanged():
+    """λ=0 returns g_ce bit for bit, even when the gradients conflict."""
+    torch.manual_seed(1)
+    g_kl = torch.randn(100)
+    g_ce = -g_kl + 0.1 * torch.randn(100)
+    result = project_conflicting_gradient(g_ce, g_kl, lambda_=0.0)
+    assert result.conflicted
+    assert torch.equal(result.gradient, g_ce)
+
+
+def test_zero_kl_gradient_is_safe():
+    """|g_kl| = 0 gives g_ce back, no NaN."""
+    g_ce = torch.tensor([1.0, 2.0])
+    result = project_conflicting_gradient(g_ce, torch.zeros(2), lambda_=1.0)
+    assert torch.equal(result.gradient, g_ce)
+    assert not result.conflicted and result.cosine == 0.0
+
+
+def test_fp16_inputs_are_projected_in_fp32():
+    """fp16 gradients whose dot product overflows fp16 are still projected exactly in fp32."""
+    g_kl = torch.full((1000,), 30.0, dtype=torch.float16)  # |g_kl|² = 900000 > fp16 max
+    g_ce = torch.full((1000,), -20.0, dtype=torch.float16)
+    assert not torch.isfinite(torch.dot(g_kl, g_kl))  # what fp16 arithmetic would give
+    result = project_conflicting_gradient(g_ce, g_kl, lambda_=1.0)
+    assert result.gradient.dtype == torch.float32
+    assert torch.isfinite(result.gradient).all()
+    torch.testing.assert_close(result.gradient, torch.zeros(1000), atol=1e-4, rtol=0)
+
+
+def test_non_finite_gradient_gives_non_finite_update():
+    """An inf/NaN in either gradient makes the result non-finite, so the step is skipped."""
+    g = torch.ones(3)
+    bad = torch.tensor([1.0, float("inf"), 0.0])
+    assert not torch.isfinite(project_conflicting_gradient(bad, g, 1.0).gradient).all()
+    assert not torch.isfinite(project_conflicting_gradient(g, bad, 1.0).gradient).all()
+
+
+def test_shape_mismatch_is_rejected():
+    """g_ce and g_kl of different shapes raise a ValueError naming both shapes."""
+    with pytest.raises(ValueError, match=r"\(3,\) and \(4,\)"):
+        project_conflicting_gradient(torch.ones(3), torch.ones(4), 1.0)
+
+
+def test_kl_value_and_gradient_match_hand_computation():
+    """KL·T² and its gradient w.r.t. the student logits agree with the closed form, T = 2."""
+    temperature = 2.0
+    student = torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.5, 2.0]], requires_grad=True)
+    teacher = torch.tensor([[0.0, 1.0, 0.0], [2.0, -1.0, 0.0]])
+    p_t = torch.softmax(teacher / temperature, dim=-1)
+    p_s = torch.softmax(student.detach() / temperature, dim=-1)
+    expected = (p_t * (p_t.log() - p_s.log())).sum(-1).mean() * temperature**2
+    loss = kl_to_teacher_loss(student, teacher, temperature)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    # d/ds [T² · KL(p_t || softmax(s/T))] / B = T · (p_s − p_t) / B
+    torch.testing.assert_close(student.grad, temperature * (p_s - p_t) / student.shape[0])
+
+
+def test_kl_is_zero_when_student_equals_teacher():
+    """The KL term vanishes when the prompt predicts what the hand-crafted prompt predicts."""
+    logits = torch.randn(4, 5)
+    assert kl_to_teacher_loss(logits, logits, 1.5).abs() < 1e-6
+
+
+def test_kl_does_not_backpropagate_into_the_teacher():
+    """The teacher's logits get no gradient."""
+    teacher = torch.randn(2, 3, requires_grad=True)
+    kl_to_teacher_loss(torch.randn(2, 3, requires_grad=True), teacher, 1.0).backward()
+    assert teacher.grad is None
+
+
+def test_losses_are_fp32_for_fp16_logits():
+    """Both loss terms are computed in fp32 whatever the logits' dtype."""
+    student = torch.randn(2, 3).half()
+    assert cross_entropy_loss(student, torch.tensor([0, 2])).dtype == torch.float32
+    assert kl_to_teacher_loss(student, torch.randn(2, 3).half(), 1.0).dtype == torch.float32
+
+
+def test_non_positive_temperature_is_rejected():
+    """T <= 0 raises a ValueError with the value."""
+    with pytest.raises(ValueError, match="got 0"):
+        kl_to_teacher_loss(torch.zeros(1, 2), torch.zeros(1, 2), 0)

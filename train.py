@@ -1,0 +1,151 @@
+"""Train or evaluate CoOp / ProGrad / ZeroshotCLIP with CoOp's command line.
+
+    python train.py --root DATA --seed 1 --trainer ProGrad \
+        --dataset-config-file configs/datasets/caltech101.yaml \
+        --config-file configs/trainers/ProGrad/rn50.yaml \
+        --output-dir output/caltech101/ProGrad/rn50_16shots/seed1 DATASET.NUM_SHOTS 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import torch
+
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+
+from dassl.config import get_cfg_default  # noqa: E402
+from dassl.engine import build_trainer  # noqa: E402
+from dassl.utils import collect_env_info, set_random_seed, setup_logger  # noqa: E402
+from yacs.config import CfgNode as CN  # noqa: E402
+
+import datasets  # noqa: E402,F401  (registers the datasets)
+import trainers.coop  # noqa: E402,F401  (registers the trainers)
+import trainers.prograd  # noqa: E402,F401
+import trainers.zsclip  # noqa: E402,F401
+
+
+def extend_cfg(cfg: CN) -> None:
+    """Add the keys of CoOp and ProGrad to Dassl's default config (names kept for old sweeps)."""
+    cfg.TRAINER.COOP = CN()
+    cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
+    cfg.TRAINER.COOP.CSC = False  # class-specific context
+    # None/False/"": random context; "words": CoOp's init (N_CTX ignored); True: the dataset's
+    # hand-crafted template, as the official ProGrad configs. None lets yacs take bool or str.
+    cfg.TRAINER.COOP.CTX_INIT = None
+    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32 or amp
+    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle or front
+
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new (base-to-new protocol)
+    cfg.MODEL.BACKBONE.PATH = ""  # local CLIP checkpoint (JIT archive or state dict), offline use
+
+    cfg.LOSS = CN()
+    cfg.LOSS.NAME = "prograd"  # the only ProGrad loss
+    cfg.LOSS.T = 1.0  # distillation temperature of the KL term (scaled by T^2)
+    cfg.LOSS.LAMBDA = 1.0  # projection strength in [0, 1]; 0 is CoOp's update
+
+
+def reset_cfg(cfg: CN, args: argparse.Namespace) -> None:
+    """Command-line arguments override the config files."""
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = args.resume
+    # --seed 0 seeds too (CoOp's `if args.seed:` dropped it).
+    if args.seed is not None and args.seed >= 0:
+        cfg.SEED = args.seed
+    if args.source_domains:
+        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
+    if args.target_domains:
+        cfg.DATASET.TARGET_DOMAINS = args.target_domains
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+    if args.head:
+        cfg.MODEL.HEAD.NAME = args.head
+
+
+def setup_cfg(args: argparse.Namespace) -> CN:
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    if args.dataset_config_file:
+        cfg.merge_from_file(args.dataset_config_file)
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    reset_cfg(cfg, args)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    return cfg
+
+
+def main(args: argparse.Namespace) -> None:
+    cfg = setup_cfg(args)
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    setup_logger(cfg.OUTPUT_DIR)
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True
+
+    print("** Arguments **")
+    for key in sorted(vars(args)):
+        print(f"{key}: {getattr(args, key)}")
+    print("** Config **")
+    print(cfg)
+    if args.env_info:
+        print(f"** System info **\n{collect_env_info()}\n")
+
+    trainer = build_trainer(cfg)
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+        return
+    if not args.no_train:
+        trainer.train()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=str, default="", help="path to dataset")
+    parser.add_argument("--output-dir", type=str, default="", help="output directory")
+    parser.add_argument(
+        "--resume", type=str, default="", help="checkpoint directory to resume training from"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=-1, help="a value >= 0 (0 included) fixes the seed"
+    )
+    parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    parser.add_argument("--config-file", type=str, default="", help="path to config file")
+    parser.add_argument(
+        "--dataset-config-file", type=str, default="", help="path to config file for dataset setup"
+    )
+    parser.add_argument("--trainer", type=str, default="", help="name of trainer")
+    parser.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
+    parser.add_argument("--head", type=str, default="", help="name of head")
+    parser.add_argument("--eval-only", action="store_true", help="evaluation only")
+    parser.add_argument(
+        "--model-dir", type=str, default="", help="load model from this directory (eval-only)"
+    )
+    parser.add_argument(
+        "--load-epoch", type=int, help="load model weights at this epoch for evaluation"
+    )
+    parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument(
+        "--env-info", action="store_true", help="print torch's environment report (slow)"
+    )
+    parser.add_argument(
+        "opts", default=None, nargs=argparse.REMAINDER, help="config options: KEY VALUE ..."
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    main(build_parser().parse_args())

@@ -1,0 +1,349 @@
+"""CLIP loading, the hand-crafted templates, and the prompt modules (explicit arguments, no cfg).
+
+Shape glossary:
+    B      images in a batch
+    C      classes (n_cls)
+    M      learnable context tokens (n_ctx)
+    L      token positions the text encoder runs over (<= 77, see TextEncoder)
+    D_t    text transformer width (= token embedding width, ctx_dim)
+    D      joint embedding width (CLIP's embed_dim)
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import warnings
+from pathlib import Path
+
+import torch
+from clip import clip as openai_clip
+from clip.model import CLIP, build_model
+from clip.simple_tokenizer import SimpleTokenizer
+from torch import nn
+
+# The hand-crafted prompt of each dataset: ProGrad's zero-shot teacher, the zero-shot CLIP rows,
+# and CTX_INIT=True all use it. These are the official ProGrad templates (class name last, so the
+# words before "{}." can initialise the learned context).
+TEMPLATES: dict[str, str] = {
+    "OxfordPets": "a type of pet, a photo of a {}.",
+    "OxfordFlowers": "a type of flower, a photo of a {}.",
+    "FGVCAircraft": "a type of aircraft, a photo of a {}.",
+    "DescribableTextures": "a texture of {}.",
+    "EuroSAT": "a centered satellite photo of {}.",
+    "StanfordCars": "a photo of a {}.",
+    "Food101": "a type of food, a photo of {}.",
+    "SUN397": "a photo of a {}.",
+    "Caltech101": "a photo of a {}.",
+    "UCF101": "a photo of a person doing {}.",
+    "ImageNet": "a photo of a {}.",
+    "ImageNetSketch": "a photo of a {}.",
+    "ImageNetV2": "a photo of a {}.",
+    "ImageNetA": "a photo of a {}.",
+    "ImageNetR": "a photo of a {}.",
+}
+DEFAULT_TEMPLATE = "a photo of a {}."
+
+_tokenizer = SimpleTokenizer()
+
+
+def template_for(dataset_name: str) -> str:
+    """The hand-crafted template of a dataset ("a photo of a {}." for datasets we do not know)."""
+    return TEMPLATES.get(dataset_name, DEFAULT_TEMPLATE)
+
+
+def template_context_words(template: str) -> str:
+    """The words of a template before its class name: "a photo of a {}." -> "a photo of a"."""
+    if not template.endswith("{}."):
+        raise ValueError(
+            f'template "{template}" must end with "{{}}." to initialise the context from it'
+        )
+    return template[: -len("{}.")].strip()
+
+
+def tokenize(texts: list[str]) -> torch.Tensor:
+    """CLIP's BPE tokenizer, padded to 77 positions: (len(texts), 77) int64."""
+    return openai_clip.tokenize(texts)
+
+
+def count_tokens(text: str) -> int:
+    """Number of BPE tokens of `text`, without the start/end-of-text tokens."""
+    return len(_tokenizer.encode(text))
+
+
+def default_clip_cache() -> Path:
+    """Where backbones downloaded by name are kept: $CLIP_CACHE, else ~/.cache/clip."""
+    return Path(os.environ.get("CLIP_CACHE", Path.home() / ".cache" / "clip")).expanduser()
+
+
+def resolve_clip_file(
+    backbone_name: str, path: str = "", download_root: Path | None = None
+) -> Path:
+    """The local file holding a backbone's weights, downloading it by name when needed.
+
+    Args:
+        backbone_name: an OpenAI CLIP name ("RN50", "ViT-B/16", ...); ignored when `path` is given.
+        path: a local JIT archive or state dict (MODEL.BACKBONE.PATH), for offline machines.
+        download_root: the download cache; default :func:`default_clip_cache`.
+    """
+    if path:
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"MODEL.BACKBONE.PATH points to {file}, which does not exist. Give the path of an "
+                f"OpenAI CLIP checkpoint (the .pt JIT archive, or a state dict saved with "
+                f"torch.save), or set MODEL.BACKBONE.PATH '' to load MODEL.BACKBONE.NAME by name."
+            )
+        return file
+    if backbone_name not in openai_clip._MODELS:
+        raise ValueError(
+            f'MODEL.BACKBONE.NAME "{backbone_name}" is not an OpenAI CLIP model; known names: '
+            f"{', '.join(openai_clip._MODELS)}. For other weights set MODEL.BACKBONE.PATH to a "
+            f"local checkpoint file."
+        )
+    root = Path(download_root) if download_root else default_clip_cache()
+    url = openai_clip._MODELS[backbone_name]
+    cached = root / os.path.basename(url)
+    try:
+        return Path(openai_clip._download(url, str(root)))
+    except (urllib.error.URLError, OSError, RuntimeError) as error:
+        raise FileNotFoundError(
+            f'Could not get the weights of CLIP "{backbone_name}": {cached} is not there and the '
+            f"download from {url} failed ({error}). On a machine with internet, download that "
+            f"file and copy it to {cached} (or set CLIP_CACHE), or pass it directly with "
+            f"MODEL.BACKBONE.PATH /path/to/{os.path.basename(url)}."
+        ) from error
+
+
+def load_clip(backbone_name: str, path: str = "", download_root: Path | None = None) -> CLIP:
+    """OpenAI CLIP on the CPU, in eval mode, with OpenAI's fp16 weights (call .float() for fp32).
+
+    The checkpoint may be a JIT archive (the official .pt files) or a plain state dict; either way
+    the architecture is inferred from the tensor shapes by OpenAI's `build_model`.
+    """
+    file = resolve_clip_file(backbone_name, path, download_root)
+    try:
+        with warnings.catch_warnings():  # torch deprecates jit.load; OpenAI ships JIT archives
+            warnings.simplefilter("ignore", FutureWarning)
+            state_dict = torch.jit.load(str(file), map_location="cpu").eval().state_dict()
+    except RuntimeError:
+        state_dict = torch.load(file, map_location="cpu", weights_only=True)
+    if isinstance(state_dict, dict) and "state_dict" in state_dict:
+        state_dict = state_dict["state_dict"]
+    try:
+        return build_model(dict(state_dict))
+    except (KeyError, AssertionError, RuntimeError) as error:
+        raise ValueError(
+            f"{file} is not an OpenAI CLIP checkpoint (build_model failed: {error!r}). Give a CLIP "
+            f".pt archive or a state dict with OpenAI's parameter names."
+        ) from error
+
+
+def eot_positions(tokenized_prompts: torch.Tensor) -> torch.Tensor:
+    """Index of the end-of-text token of each prompt (it has the largest id): (C,)."""
+    return tokenized_prompts.argmax(dim=-1)
+
+
+class TextEncoder(nn.Module):
+    """CLIP's text transformer applied to prompt embeddings (not token ids).
+
+    CLIP's text attention is causal and the feature is read at the end-of-text token, so positions
+    after the last end-of-text token of the batch cannot change the output: the encoder runs over
+    the first L = max(eot) + 1 positions only, which gives the same features as all 77.
+    """
+
+    def __init__(self, clip_model: CLIP):
+        super().__init__()
+        self.resblocks = clip_model.transformer.resblocks
+        self.positional_embedding = clip_model.positional_embedding
+        self.ln_final = clip_model.ln_final
+        self.text_projection = clip_model.text_projection
+        self.register_buffer("causal_mask", clip_model.build_attention_mask(), persistent=False)
+
+    def forward(self, prompts: torch.Tensor, tokenized_prompts: torch.Tensor) -> torch.Tensor:
+        """Text features.
+
+        Args:
+            prompts: (C, 77, D_t) token embeddings, learned context included.
+            tokenized_prompts: (C, 77) token ids, used to find each end-of-text position.
+
+        Returns:
+            (C, D) unnormalised text features.
+        """
+        eot = eot_positions(tokenized_prompts).to(prompts.device)
+        length = int(eot.max()) + 1
+        dtype = self.text_projection.dtype
+        x = prompts[:, :length].type(dtype) + self.positional_embedding[:length].type(dtype)
+        x = x.permute(1, 0, 2)  # (L, C, D_t): CLIP's blocks are sequence-first
+        mask = self.causal_mask[:length, :length].to(dtype=dtype, device=x.device)
+        for block in self.resblocks:
+            hidden = block.ln_1(x)
+            x = x + block.attn(hidden, hidden, hidden, need_weights=False, attn_mask=mask)[0]
+            x = x + block.mlp(block.ln_2(x))
+        x = self.ln_final(x.permute(1, 0, 2)).type(dtype)  # (C, L, D_t)
+        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+
+
+@torch.no_grad()
+def zero_shot_text_features(
+    clip_model: CLIP, classnames: list[str], template: str, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """L2-normalised text features of the hand-crafted prompt for each class: (C, D).
+
+    This is the zero-shot classifier (and ProGrad's teacher); it never changes, so it is computed
+    once, in chunks so that 1000 classes fit in memory.
+    """
+    prompts = [template.format(name.replace("_", " ")) for name in classnames]
+    tokens = tokenize(prompts).to(device)
+    features = torch.cat([clip_model.encode_text(chunk) for chunk in tokens.split(256)])
+    return features / features.norm(dim=-1, keepdim=True)
+
+
+class PromptLearner(nn.Module):
+    """CoOp's learnable context: [SOS][ctx_1..ctx_M][CLASS][.][EOS] (or class in the middle/front).
+
+    `ctx` is the only trainable tensor: (M, D_t) shared by all classes, or (C, M, D_t) with
+    class-specific context (CSC). The token embeddings around it are fixed buffers that are
+    rebuilt from the class names, so a checkpoint's `token_prefix`/`token_suffix` are ignored.
+    """
+
+    def __init__(
+        self,
+        clip_model: CLIP,
+        classnames: list[str],
+        n_ctx: int,
+        init_words: str | None = None,
+        csc: bool = False,
+        class_token_position: str = "end",
+    ):
+        """Build the context.
+
+        Args:
+            clip_model: CLIP whose token embedding gives the fixed tokens and the initial context.
+            classnames: class names; "_" is read as a space.
+            n_ctx: M, the number of context vectors.
+            init_words: initialise the last tokens of the context with the embeddings of these
+                words (the first M - #tokens vectors are zero, as in the official ProGrad code);
+                None draws N(0, 0.02²) vectors, as CoOp.
+            csc: one context per class.
+            class_token_position: "end", "middle" or "front".
+        """
+        super().__init__()
+        if class_token_position not in ("end", "middle", "front"):
+            raise ValueError(
+                f'TRAINER.COOP.CLASS_TOKEN_POSITION must be "end", "middle" or "front", got '
+                f'"{class_token_position}"'
+            )
+        if n_ctx < 1:
+            raise ValueError(f"TRAINER.COOP.N_CTX must be >= 1, got {n_ctx}")
+        n_cls = len(classnames)
+        dtype = clip_model.dtype
+        ctx_dim = clip_model.ln_final.weight.shape[0]
+
+        if init_words:
+            init_words = init_words.replace("_", " ")
+            n_init = count_tokens(init_words)
+            if n_init > n_ctx:
+                raise ValueError(
+                    f'the initial context "{init_words}" has {n_init} tokens but '
+                    f"TRAINER.COOP.N_CTX is {n_ctx}; raise N_CTX to at least {n_init}"
+                )
+            with torch.no_grad():
+                embedding = clip_model.token_embedding(tokenize([init_words])).type(dtype)
+            ctx_vectors = torch.zeros(n_ctx, ctx_dim, dtype=dtype)
+            ctx_vectors[n_ctx - n_init :] = embedding[0, 1 : 1 + n_init]
+            if csc:
+                ctx_vectors = ctx_vectors.unsqueeze(0).repeat(n_cls, 1, 1)
+            prompt_prefix = " ".join(["X"] * (n_ctx - n_init) + [init_words])
+        else:
+            shape = (n_cls, n_ctx, ctx_dim) if csc else (n_ctx, ctx_dim)
+            ctx_vectors = torch.empty(*shape, dtype=dtype)
+            nn.init.normal_(ctx_vectors, std=0.02)
+            prompt_prefix = " ".join(["X"] * n_ctx)
+        print(f'Initial context: "{prompt_prefix}" ({"class-specific" if csc else "generic"})')
+        print(f"Number of context words (tokens): {n_ctx}")
+        self.ctx = nn.Parameter(ctx_vectors)
+
+        names = [name.replace("_", " ") for name in classnames]
+        tokenized = tokenize([f"{prompt_prefix} {name}." for name in names])
+        with torch.no_grad():
+            embedding = clip_model.token_embedding(tokenized).type(dtype)
+        # Saved by Dassl's save_model (CoOp's checkpoint format) but never loaded: they depend on
+        # the class names of the run that uses them.
+        self.register_buffer("token_prefix", embedding[:, :1, :])  # (C, 1, D_t) SOS
+        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx :, :])  # (C, *, D_t) CLASS.EOS
+        self.register_buffer("tokenized_prompts", tokenized, persistent=False)  # (C, 77)
+        self.n_cls = n_cls
+        self.n_ctx = n_ctx
+        self.name_lens = [count_tokens(name) for name in names]
+        self.class_token_position = class_token_position
+
+    def forward(self) -> torch.Tensor:
+        """Prompt embeddings of every class: (C, 77, D_t)."""
+        ctx = self.ctx
+        if ctx.dim() == 2:
+            ctx = ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
+        prefix, suffix = self.token_prefix, self.token_suffix
+        if self.class_token_position == "end":
+            return torch.cat([prefix, ctx, suffix], dim=1)
+
+        half = self.n_ctx // 2
+        prompts = []
+        for i, name_len in enumerate(self.name_lens):
+            class_tokens, rest = suffix[i, :name_len], suffix[i, name_len:]
+            if self.class_token_position == "middle":
+                parts = [prefix[i], ctx[i, :half], class_tokens, ctx[i, half:], rest]
+            else:  # front
+                parts = [prefix[i], class_tokens, ctx[i], rest]
+            prompts.append(torch.cat(parts, dim=0))
+        return torch.stack(prompts)
+
+
+class CustomCLIP(nn.Module):
+    """Frozen CLIP + a PromptLearner, optionally with the zero-shot teacher's text features.
+
+    One CLIP copy serves the student (learned prompt) and the teacher (hand-crafted prompt): the
+    image features of a batch are computed once and shared by both sets of logits.
+    """
+
+    def __init__(
+        self,
+        clip_model: CLIP,
+        prompt_learner: PromptLearner,
+        teacher_text_features: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.prompt_learner = prompt_learner
+        self.image_encoder = clip_model.visual
+        self.text_encoder = TextEncoder(clip_model)
+        self.logit_scale = clip_model.logit_scale
+        self.dtype = clip_model.dtype
+        if teacher_text_features is not None:
+            self.register_buffer("teacher_text_features", teacher_text_features.type(self.dtype))
+        else:
+            self.teacher_text_features = None
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image features: (B, 3, H, W) -> (B, D). No autograd graph (frozen)."""
+        with torch.no_grad():
+            features = self.image_encoder(image.type(self.dtype))
+        return features / features.norm(dim=-1, keepdim=True)
+
+    def text_features(self) -> torch.Tensor:
+        """L2-normalised text features of the learned prompts: (C, D)."""
+        features = self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts)
+        return features / features.norm(dim=-1, keepdim=True)
+
+    def forward(
+        self, image: torch.Tensor, return_teacher: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Student logits (B, C); with `return_teacher`, also the teacher's logits (B, C)."""
+        image_features = self.encode_image(image)
+        logit_scale = self.logit_scale.exp()
+        student = logit_scale * image_features @ self.text_features().t()
+        if not return_teacher:
+            return student
+        if self.teacher_text_features is None:
+            raise ValueError("this CustomCLIP was built without teacher text features")
+        teacher = logit_scale * image_features @ self.teacher_text_features.t()
+        return student, teacher.detach()

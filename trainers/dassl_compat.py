@@ -1,0 +1,188 @@
+"""Where upstream Dassl (KaiyangZhou/Dassl.pytorch, unmodified) breaks on current torch: the fix.
+
+Covered upstream code, each fixed here and nowhere else:
+1. dassl/optim/lr_scheduler.py `_BaseWarmupScheduler.__init__` passes `verbose` to torch's
+   LRScheduler, which current torch rejects. -> `build_lr_scheduler` below builds Dassl's
+   successor scheduler with Dassl's own code and wraps it in `WarmupScheduler`, which has the
+   same schedule (constant or linear warmup, then the successor) without `verbose`, and whose
+   state dict holds the successor's state dict instead of the pickled successor object.
+2. dassl/utils/torchtools.py `load_checkpoint` calls `torch.load` with today's default
+   `weights_only=True`, which cannot read the checkpoints Dassl itself writes (their scheduler
+   state holds a pickled scheduler). -> `load_checkpoint` below; it is used by
+   `CheckpointMixin.resume_model_if_exist` (covers `TrainerBase.resume_model_if_exist` /
+   `resume_from_checkpoint`) and `CheckpointMixin.load_model`.
+3. dassl/engine/trainer.py `TrainerBase.load_model` formats `val_result=None` with `:.1f`, which
+   fails on every epoch checkpoint, and loads `token_prefix`/`token_suffix` strictly.
+   -> `CheckpointMixin.load_model`, which also reads CoOp's and the official ProGrad's
+   checkpoints (it ignores their class-name-dependent buffers).
+"""
+
+from __future__ import annotations
+
+import os.path as osp
+import pickle
+
+import torch
+from dassl.optim import build_lr_scheduler as dassl_build_lr_scheduler
+from torch.optim.lr_scheduler import LRScheduler
+
+# Buffers that PromptLearner rebuilds from the class names of the run: never loaded.
+IGNORED_CHECKPOINT_KEYS = ("token_prefix", "token_suffix")
+
+
+class WarmupScheduler(LRScheduler):
+    """Dassl's ConstantWarmupScheduler / LinearWarmupScheduler without the `verbose` argument.
+
+    Epochs [0, warmup_epoch) use the warmup learning rate (constant `warmup_lr`, or linear from
+    `warmup_lr` towards the base LR); afterwards the successor (e.g. cosine) takes over.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        successor: LRScheduler,
+        warmup_epoch: int,
+        warmup_type: str,
+        warmup_lr: float,
+    ):
+        if warmup_type not in ("constant", "linear"):
+            raise ValueError(
+                f'OPTIM.WARMUP_TYPE must be "constant" or "linear", got "{warmup_type}"'
+            )
+        self.successor = successor
+        self.warmup_epoch = warmup_epoch
+        self.warmup_type = warmup_type
+        self.warmup_lr = warmup_lr
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        if self.last_epoch >= self.warmup_epoch:
+            return self.successor.get_last_lr()
+        if self.warmup_type == "constant" or self.last_epoch == 0:
+            return [self.warmup_lr for _ in self.base_lrs]
+        return [lr * self.last_epoch / self.warmup_epoch for lr in self.base_lrs]
+
+    def step(self, epoch: int | None = None) -> None:
+        if self.last_epoch >= self.warmup_epoch:
+            self.successor.step(epoch)
+            self._last_lr = self.successor.get_last_lr()
+        else:
+            super().step(epoch)
+
+    def state_dict(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "successor")}
+        state["successor"] = self.successor.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state = dict(state_dict)
+        successor = state.pop("successor")
+        if isinstance(successor, LRScheduler):  # a checkpoint written by upstream Dassl
+            successor = successor.state_dict()
+        self.successor.load_state_dict(successor)
+        # Upstream Dassl's own attribute name for the constant warmup LR.
+        if "cons_lr" in state:
+            state["warmup_lr"] = state.pop("cons_lr")
+        if "min_lr" in state:
+            state["warmup_lr"] = state.pop("min_lr")
+        self.__dict__.update(state)
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, optim_cfg) -> LRScheduler:
+    """Dassl's `build_lr_scheduler`, with the warmup that works on current torch."""
+    if optim_cfg.WARMUP_EPOCH <= 0:
+        return dassl_build_lr_scheduler(optimizer, optim_cfg)
+    successor_cfg = optim_cfg.clone()
+    successor_cfg.defrost()
+    successor_cfg.WARMUP_EPOCH = 0
+    successor = dassl_build_lr_scheduler(optimizer, successor_cfg)
+    if not optim_cfg.WARMUP_RECOUNT:
+        successor.last_epoch = optim_cfg.WARMUP_EPOCH
+    warmup_lr = (
+        optim_cfg.WARMUP_CONS_LR if optim_cfg.WARMUP_TYPE == "constant" else optim_cfg.WARMUP_MIN_LR
+    )
+    return WarmupScheduler(
+        optimizer, successor, optim_cfg.WARMUP_EPOCH, optim_cfg.WARMUP_TYPE, warmup_lr
+    )
+
+
+def load_checkpoint(path: str) -> dict:
+    """Read a Dassl checkpoint (ours, CoOp's or the official ProGrad's) onto the CPU.
+
+    Tensors-only checkpoints load with torch's safe loader; checkpoints written by upstream Dassl
+    pickle their scheduler, so those fall back to full unpickling, which is only safe for files you
+    trust (your own runs, or released checkpoints).
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f"No checkpoint at {path}. Check --model-dir/--load-epoch (files are named "
+            f"<model-dir>/prompt_learner/model.pth.tar-<epoch>, or model-best.pth.tar)."
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_state_checked(model: torch.nn.Module, state_dict: dict, path: str) -> None:
+    """Copy a checkpoint's tensors into `model`, with a clear error when they do not fit."""
+    expected = model.state_dict()
+    for key, value in state_dict.items():
+        if key in expected and expected[key].shape != value.shape:
+            raise ValueError(
+                f"{path}: '{key}' has shape {tuple(value.shape)} but this model expects "
+                f"{tuple(expected[key].shape)}. The checkpoint was trained with other "
+                f"TRAINER.COOP.N_CTX / TRAINER.COOP.CSC settings or another backbone; use "
+                f"the same ones to evaluate it."
+            )
+    missing = [k for k in expected if k not in state_dict and k not in IGNORED_CHECKPOINT_KEYS]
+    if missing:
+        raise ValueError(
+            f"{path} lacks {missing}; it is not a checkpoint of a {type(model).__name__}."
+        )
+    model.load_state_dict(state_dict, strict=False)
+
+
+class CheckpointMixin:
+    """Checkpoint loading for Dassl trainers (see the module docstring, items 2 and 3)."""
+
+    def load_model(self, directory: str, epoch: int | None = None) -> None:
+        """Load `<directory>/<name>/model.pth.tar-<epoch>` (default: model-best.pth.tar)."""
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given")
+            return
+        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        for name in self.get_model_names():
+            path = osp.join(directory, name, model_file)
+            checkpoint = load_checkpoint(path)
+            state_dict = {
+                key: value
+                for key, value in checkpoint["state_dict"].items()
+                if key not in IGNORED_CHECKPOINT_KEYS
+            }
+            val_result = checkpoint.get("val_result")
+            shown = "" if val_result is None else f", val_result={val_result:.1f}"
+            print(f'Loading weights to {name} from "{path}" (epoch={checkpoint["epoch"]}{shown})')
+            load_state_checked(self._models[name], state_dict, path)
+
+    def resume_model_if_exist(self, directory: str) -> int:
+        """Resume every registered model from `<directory>/<name>/checkpoint`; return the epoch."""
+        names = self.get_model_names()
+        if not all(osp.exists(osp.join(directory, name, "checkpoint")) for name in names):
+            print("No checkpoint found, train from scratch")
+            return 0
+        print(f"Found checkpoint at {directory} (will resume training)")
+        start_epoch = 0
+        for name in names:
+            with open(osp.join(directory, name, "checkpoint")) as file:
+                path = osp.join(directory, name, file.readline().strip())
+            print(f'Loading checkpoint from "{path}"')
+            checkpoint = load_checkpoint(path)
+            self._models[name].load_state_dict(checkpoint["state_dict"])
+            if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
+                self._optims[name].load_state_dict(checkpoint["optimizer"])
+            if self._scheds[name] is not None and checkpoint.get("scheduler") is not None:
+                self._scheds[name].load_state_dict(checkpoint["scheduler"])
+            start_epoch = checkpoint["epoch"]
+            print(f"Previous epoch: {start_epoch}")
+        return start_epoch

@@ -1,0 +1,61 @@
+"""ProGrad (Zhu et al., ICCV 2023) as a Dassl trainer: CoOp's prompt, updated only along
+directions that do not conflict with the zero-shot CLIP prediction of the hand-crafted prompt."""
+
+from __future__ import annotations
+
+import torch
+from dassl.engine import TRAINER_REGISTRY
+from dassl.metrics import compute_accuracy
+
+from .clip_prompt import template_for, zero_shot_text_features
+from .coop import CoOp
+from .precision import flatten, unflatten
+from .prograd_ops import cross_entropy_loss, kl_to_teacher_loss, project_conflicting_gradient
+
+LOSS_NAMES = ("prograd",)
+
+
+def check_loss_cfg(cfg) -> None:
+    """Reject bad LOSS values before anything is built."""
+    if cfg.LOSS.NAME not in LOSS_NAMES:
+        raise ValueError(f'LOSS.NAME is "{cfg.LOSS.NAME}"; the ProGrad trainer takes "prograd"')
+    if not 0.0 <= cfg.LOSS.LAMBDA <= 1.0:
+        raise ValueError(
+            f"LOSS.LAMBDA is {cfg.LOSS.LAMBDA}; it must lie in [0, 1] (1.0 removes the whole "
+            f"conflicting component, 0.0 is plain CoOp)"
+        )
+    if not cfg.LOSS.T > 0:
+        raise ValueError(f"LOSS.T is {cfg.LOSS.T}; the distillation temperature must be > 0")
+
+
+@TRAINER_REGISTRY.register()
+class ProGrad(CoOp):
+    """Prompt-aligned Gradient: CoOp's PromptLearner + the projected update."""
+
+    def check_cfg(self, cfg) -> None:
+        super().check_cfg(cfg)
+        check_loss_cfg(cfg)
+
+    def teacher_text_features(self, clip_model, classnames: list[str]) -> torch.Tensor:
+        template = template_for(self.cfg.DATASET.NAME)
+        print(f'Zero-shot teacher prompt: "{template}"')
+        return zero_shot_text_features(clip_model, classnames, template)
+
+    def forward_backward(self, batch: dict) -> dict[str, float]:
+        image, label = self.parse_batch_train(batch)
+        with self.precision.autocast():
+            student_logits, teacher_logits = self.model(image, return_teacher=True)
+        xe_loss = cross_entropy_loss(student_logits, label)
+        kl_loss = kl_to_teacher_loss(student_logits, teacher_logits, self.cfg.LOSS.T)
+        params, scale = self.trainable_params, self.precision.scale
+        g_ce = flatten(torch.autograd.grad(scale(xe_loss), params, retain_graph=True))
+        g_kl = flatten(torch.autograd.grad(scale(kl_loss), params))
+        projection = project_conflicting_gradient(g_ce, g_kl, self.cfg.LOSS.LAMBDA)
+        self.step(unflatten(projection.gradient, params))
+        self.end_of_step()
+        return {
+            "xe_loss": xe_loss.item(),
+            "kl_loss": kl_loss.item(),
+            "acc": compute_accuracy(student_logits, label)[0].item(),
+            "conflict": float(projection.conflicted),
+        }

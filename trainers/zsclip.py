@@ -1,0 +1,35 @@
+"""Zero-shot CLIP with each dataset's hand-crafted prompt: the zero-shot rows of the tables."""
+
+from __future__ import annotations
+
+import torch
+from dassl.engine import TRAINER_REGISTRY, TrainerX
+
+from .clip_prompt import template_for, zero_shot_text_features
+from .coop import check_prompt_cfg, load_clip_for
+from .precision import Precision
+
+
+@TRAINER_REGISTRY.register()
+class ZeroshotCLIP(TrainerX):
+    """CLIP's zero-shot classifier; run with --eval-only (there is nothing to train)."""
+
+    def check_cfg(self, cfg) -> None:
+        check_prompt_cfg(cfg)
+
+    def build_model(self) -> None:
+        cfg = self.cfg
+        precision = Precision(cfg.TRAINER.COOP.PREC, self.device)
+        clip_model = load_clip_for(cfg, precision).to(self.device)
+        template = template_for(cfg.DATASET.NAME)
+        print(f'Zero-shot prompt: "{template}"')
+        self.text_features = zero_shot_text_features(
+            clip_model, self.dm.dataset.classnames, template, self.device
+        )
+        self.clip_model = clip_model
+
+    @torch.no_grad()
+    def model_inference(self, image: torch.Tensor) -> torch.Tensor:
+        image_features = self.clip_model.encode_image(image)
+        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+        return self.clip_model.logit_scale.exp() * image_features @ self.text_features.t()
