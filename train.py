@@ -9,10 +9,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import warnings
 
 import torch
 
+# Dassl imports wilds, whose `outdated` dependency asks PyPI for new versions at import time.
+os.environ.setdefault("OUTDATED_IGNORE", "1")
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 from dassl.config import get_cfg_default  # noqa: E402
@@ -84,15 +87,19 @@ def setup_cfg(args: argparse.Namespace) -> CN:
     return cfg
 
 
-def main(args: argparse.Namespace) -> None:
-    cfg = setup_cfg(args)
+def seed_and_build(cfg: CN):
+    """Seed every RNG from cfg.SEED (when >= 0) and build the Dassl trainer."""
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
+    return build_trainer(cfg)
 
+
+def main(args: argparse.Namespace) -> None:
+    cfg = setup_cfg(args)
+    setup_logger(cfg.OUTPUT_DIR)
     print("** Arguments **")
     for key in sorted(vars(args)):
         print(f"{key}: {getattr(args, key)}")
@@ -101,7 +108,7 @@ def main(args: argparse.Namespace) -> None:
     if args.env_info:
         print(f"** System info **\n{collect_env_info()}\n")
 
-    trainer = build_trainer(cfg)
+    trainer = seed_and_build(cfg)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()

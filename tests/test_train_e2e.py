@@ -1,0 +1,215 @@
+"""End to end with real Dassl: train.py with the real YAML files on a synthetic Caltech101 copy
+and a tiny CLIP checkpoint in OpenAI's format, on the CPU."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
+from synthetic_data import write_caltech101  # noqa: E402
+
+from train import build_parser, seed_and_build, setup_cfg  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PROGRAD_YAML = "configs/trainers/ProGrad/rn50.yaml"
+COOP_YAML = "configs/trainers/CoOp/rn50.yaml"
+DATASET_YAML = "configs/datasets/caltech101.yaml"
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return write_caltech101(tmp_path_factory.mktemp("data"), num_classes=4, images_per_class=8)
+
+
+def cli_args(trainer, config, output_dir, data_root, clip_file, *opts, seed=1, epochs=2, flags=()):
+    """train.py's command line for a short CPU run (`flags` go before the KEY VALUE opts)."""
+    return [
+        "--root", str(data_root), "--seed", str(seed), "--trainer", trainer,
+        "--dataset-config-file", DATASET_YAML, "--config-file", config,
+        "--output-dir", str(output_dir), *flags,
+        "MODEL.BACKBONE.PATH", str(clip_file), "INPUT.SIZE", "(32, 32)",
+        "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
+        "DATALOADER.TEST.BATCH_SIZE", "8", "DATASET.NUM_SHOTS", "4",
+        "OPTIM.MAX_EPOCH", str(epochs), "OPTIM.LR", "0.5", "OPTIM.WARMUP_EPOCH", "0",
+        "TRAINER.COOP.PREC", "fp32", "TRAIN.PRINT_FREQ", "1", *opts,
+    ]  # fmt: skip
+
+
+def build(monkeypatch, *args, **kwargs):
+    """A Dassl trainer built in this process from train.py's own config path."""
+    monkeypatch.chdir(ROOT)
+    return seed_and_build(setup_cfg(build_parser().parse_args(cli_args(*args, **kwargs))))
+
+
+def run_train_py(*args) -> str:
+    """Run train.py as a user does; return its log.txt."""
+    result = subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def accuracy(log: str) -> float:
+    return float(re.findall(r"\* accuracy: ([\d.]+)%", log)[-1])
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_prograd_changes_only_the_prompt_and_writes_coop_checkpoint(
+    monkeypatch, tmp_path, data_root, tiny_clip_files
+):
+    """Two ProGrad epochs: ctx moves, every CLIP weight and buffer stays, checkpoint has ctx."""
+    trainer = build(
+        monkeypatch, "ProGrad", PROGRAD_YAML, tmp_path, data_root, tiny_clip_files["RN"]
+    )
+    before = snapshot(trainer.model)
+    trainer.train()
+    after = snapshot(trainer.model)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed == ["prompt_learner.ctx"]
+
+    checkpoint = torch.load(tmp_path / "prompt_learner" / "model.pth.tar-2", weights_only=True)
+    assert checkpoint["epoch"] == 2
+    assert torch.equal(checkpoint["state_dict"]["ctx"], after["prompt_learner.ctx"])
+    assert {"token_prefix", "token_suffix"} <= set(checkpoint["state_dict"])
+
+
+def test_prograd_with_lambda_zero_steps_exactly_as_coop(
+    monkeypatch, tmp_path, data_root, tiny_clip_files
+):
+    """λ=0: ProGrad's prompt after 2 epochs equals CoOp's, bit for bit, from the same start."""
+    clip_file = tiny_clip_files["RN"]
+    results = {}
+    for trainer_name in ("CoOp", "ProGrad"):
+        trainer = build(
+            monkeypatch, trainer_name, PROGRAD_YAML, tmp_path / trainer_name, data_root,
+            clip_file, "LOSS.LAMBDA", "0.0", "TEST.NO_TEST", "True",
+        )  # fmt: skip
+        start = trainer.model.prompt_learner.ctx.detach().clone()
+        trainer.train()
+        results[trainer_name] = (start, trainer.model.prompt_learner.ctx.detach().clone())
+    assert torch.equal(results["CoOp"][0], results["ProGrad"][0])
+    assert not torch.equal(results["CoOp"][0], results["CoOp"][1])
+    assert torch.equal(results["CoOp"][1], results["ProGrad"][1])
+
+
+def test_prograd_with_lambda_one_differs_from_coop_when_gradients_conflict(
+    monkeypatch, tmp_path, data_root, tiny_clip_files
+):
+    """λ=1: some step conflicts and the prompt ends elsewhere than CoOp's."""
+    ends, conflicts = {}, []
+    for trainer_name in ("CoOp", "ProGrad"):
+        trainer = build(
+            monkeypatch, trainer_name, PROGRAD_YAML, tmp_path / trainer_name, data_root,
+            tiny_clip_files["RN"], "TEST.NO_TEST", "True",
+        )  # fmt: skip
+        if trainer_name == "ProGrad":
+            original = trainer.forward_backward
+
+            def recording(batch, original=original):
+                conflicts.append(original(batch))
+                return conflicts[-1]
+
+            trainer.forward_backward = recording
+        trainer.train()
+        ends[trainer_name] = trainer.model.prompt_learner.ctx.detach().clone()
+    assert any(summary["conflict"] == 1.0 for summary in conflicts)
+    assert {"xe_loss", "kl_loss", "acc", "conflict"} <= set(conflicts[0])
+    assert not torch.equal(ends["CoOp"], ends["ProGrad"])
+
+
+@pytest.mark.parametrize("precision", ["fp16", "amp"])
+@pytest.mark.parametrize("trainer_name", ["ProGrad", "CoOp"])
+def test_fp16_and_amp_train(
+    monkeypatch, tmp_path, data_root, tiny_clip_files, precision, trainer_name
+):
+    """fp16 and amp both train on the CPU: the prompt moves and stays finite."""
+    trainer = build(
+        monkeypatch, trainer_name, PROGRAD_YAML, tmp_path, data_root, tiny_clip_files["ViT"],
+        "TRAINER.COOP.PREC", precision, "TEST.NO_TEST", "True", "OPTIM.LR", "0.05", epochs=1,
+    )  # fmt: skip
+    ctx = trainer.model.prompt_learner.ctx
+    assert ctx.dtype == (torch.float16 if precision == "fp16" else torch.float32)
+    start = ctx.detach().clone()
+    trainer.train()
+    assert torch.isfinite(ctx).all()
+    assert not torch.equal(start, ctx.detach())
+    assert trainer.skipped_steps == 0
+
+
+def test_train_then_eval_only_reproduces_accuracy(tmp_path, data_root, tiny_clip_files):
+    """train.py logs an accuracy; --eval-only --model-dir --load-epoch 2 gives the same one."""
+    out = tmp_path / "run"
+    args = cli_args("ProGrad", PROGRAD_YAML, out, data_root, tiny_clip_files["RN"])
+    run_train_py(*args)
+    log = (out / "log.txt").read_text()
+    assert "Finish training" in log
+    assert re.search(r"xe_loss [\d.]+ .*kl_loss [\d.]+ .*acc [\d.]+ .*conflict [\d.]+", log)
+    trained = accuracy(log)
+
+    eval_out = tmp_path / "eval"
+    flags = ("--eval-only", "--model-dir", str(out), "--load-epoch", "2")
+    run_train_py(
+        *cli_args("ProGrad", PROGRAD_YAML, eval_out, data_root, tiny_clip_files["RN"], flags=flags)
+    )
+    assert accuracy((eval_out / "log.txt").read_text()) == trained
+
+
+def test_coop_checkpoint_evaluates_under_prograd(tmp_path, data_root, tiny_clip_files):
+    """A CoOp run's checkpoint loads into the ProGrad trainer for evaluation (same format)."""
+    out = tmp_path / "coop"
+    run_train_py(*cli_args("CoOp", COOP_YAML, out, data_root, tiny_clip_files["RN"], epochs=1))
+    coop_accuracy = accuracy((out / "log.txt").read_text())
+    eval_out = tmp_path / "eval"
+    flags = ("--eval-only", "--model-dir", str(out), "--load-epoch", "1")
+    run_train_py(
+        *cli_args("ProGrad", COOP_YAML, eval_out, data_root, tiny_clip_files["RN"], flags=flags)
+    )
+    assert accuracy((eval_out / "log.txt").read_text()) == coop_accuracy
+
+
+def test_zeroshot_clip_evaluates(tmp_path, data_root, tiny_clip_files):
+    """ZeroshotCLIP --eval-only reports an accuracy with the dataset's template."""
+    out = tmp_path / "zs"
+    args = cli_args(
+        "ZeroshotCLIP", COOP_YAML, out, data_root, tiny_clip_files["ViT"], flags=["--eval-only"]
+    )
+    stdout = run_train_py(*args)
+    assert 'Zero-shot prompt: "a photo of a {}."' in stdout
+    assert 0.0 <= accuracy((out / "log.txt").read_text()) <= 100.0
+
+
+def test_seed_zero_is_applied():
+    """--seed 0 sets cfg.SEED = 0 (CoOp's train.py silently dropped it)."""
+    args = build_parser().parse_args(["--seed", "0", "--trainer", "ProGrad"])
+    assert setup_cfg(args).SEED == 0
+
+
+@pytest.mark.parametrize(
+    ("opts", "message"),
+    [
+        (["LOSS.LAMBDA", "1.5"], r"LOSS.LAMBDA is 1.5; it must lie in \[0, 1\]"),
+        (["LOSS.T", "0.0"], "LOSS.T is 0.0"),
+        (
+            ["TRAINER.COOP.PREC", "bf16"],
+            'TRAINER.COOP.PREC must be one of fp16, fp32, amp, got "bf16"',
+        ),
+        (["TRAINER.COOP.CLASS_TOKEN_POSITION", "start"], 'CLASS_TOKEN_POSITION is "start"'),
+        (["INPUT.SIZE", "(224, 224)"], r"INPUT.SIZE is \(224, 224\).*set INPUT.SIZE \(32, 32\)"),
+    ],
+)
+def test_bad_config_values_are_rejected_with_the_key(
+    monkeypatch, tmp_path, data_root, tiny_clip_files, opts, message
+):
+    """Bad LAMBDA / T / PREC / position / image size: ValueError naming the key and the fix."""
+    with pytest.raises(ValueError, match=message):
+        build(
+            monkeypatch, "ProGrad", PROGRAD_YAML, tmp_path, data_root, tiny_clip_files["RN"], *opts
+        )
