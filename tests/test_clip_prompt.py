@@ -66,9 +66,7 @@ def test_prompt_from_template_words_reproduces_clip_encode_text(clip_model):
 @pytest.mark.parametrize("csc", [False, True])
 def test_every_class_token_position_and_csc_builds_and_backpropagates(clip_model, position, csc):
     """end/middle/front × generic/class-specific: prompts are well formed, only ctx gets grads."""
-    learner = PromptLearner(
-        clip_model, CLASSNAMES, n_ctx=4, csc=csc, class_token_position=position
-    )
+    learner = PromptLearner(clip_model, CLASSNAMES, n_ctx=4, csc=csc, class_token_position=position)
     assert learner.ctx.shape == ((4, 4, 64) if csc else (4, 64))
     prompts = learner()
     assert prompts.shape == (4, 77, 64)

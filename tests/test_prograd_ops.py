@@ -127,3 +127,21 @@ def test_non_positive_temperature_is_rejected():
     """T <= 0 raises a ValueError with the value."""
     with pytest.raises(ValueError, match="got 0"):
         kl_to_teacher_loss(torch.zeros(1, 2), torch.zeros(1, 2), 0)
+
+
+def test_diagnostics_average_conflicts_cosines_and_removed_norms():
+    """Per-epoch share of conflicts, mean cosine and mean removed norm, by hand; scale undone."""
+    from trainers.prograd_ops import GradientDiagnostics
+
+    diagnostics = GradientDiagnostics()
+    aligned = project_conflicting_gradient(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 0.0]), 1.0)
+    conflicting = project_conflicting_gradient(
+        torch.tensor([-2.0, 2.0]), torch.tensor([1.0, 0.0]), 1.0
+    )  # cos = -1/sqrt(2), removes (-2, 0): norm 2
+    diagnostics.add(aligned, gradient_scale=4.0)
+    diagnostics.add(conflicting, gradient_scale=4.0)
+    diagnostics.add(project_conflicting_gradient(torch.tensor([float("nan")]), torch.ones(1), 1.0))
+    summary = diagnostics.summary()
+    assert summary["conflict_share"] == 0.5
+    assert summary["mean_cosine"] == pytest.approx((1 - 1 / math.sqrt(2)) / 2)
+    assert summary["mean_removed_norm"] == pytest.approx((0 + 2 / 4) / 2)

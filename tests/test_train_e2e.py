@@ -11,6 +11,7 @@ import torch
 
 pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
 from synthetic_data import write_caltech101  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from train import build_parser, seed_and_build, setup_cfg  # noqa: E402
 
@@ -152,6 +153,12 @@ def test_train_then_eval_only_reproduces_accuracy(tmp_path, data_root, tiny_clip
     log = (out / "log.txt").read_text()
     assert "Finish training" in log
     assert re.search(r"xe_loss [\d.]+ .*kl_loss [\d.]+ .*acc [\d.]+ .*conflict [\d.]+", log)
+    assert re.search(r"ProGrad epoch 2: conflicting steps [\d.]+%, mean cos\(g_ce, g_kl\)", log)
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"prograd/conflict_share", "prograd/mean_cosine", "prograd/mean_removed_norm"} <= tags
+    assert [e.step for e in events.Scalars("prograd/conflict_share")] == [1, 2]
     trained = accuracy(log)
 
     eval_out = tmp_path / "eval"

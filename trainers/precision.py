@@ -44,6 +44,10 @@ class Precision:
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype)
 
+    def gradient_scale(self) -> float:
+        """The factor the current step's gradients carry (the loss scale under amp, else 1)."""
+        return self.scaler.get_scale() if self.scaler is not None else 1.0
+
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
         """The loss to differentiate: scaled under amp."""
         return self.scaler.scale(loss) if self.scaler is not None else loss

@@ -10,7 +10,12 @@ from dassl.metrics import compute_accuracy
 from .clip_prompt import template_for, zero_shot_text_features
 from .coop import CoOp
 from .precision import flatten, unflatten
-from .prograd_ops import cross_entropy_loss, kl_to_teacher_loss, project_conflicting_gradient
+from .prograd_ops import (
+    GradientDiagnostics,
+    cross_entropy_loss,
+    kl_to_teacher_loss,
+    project_conflicting_gradient,
+)
 
 LOSS_NAMES = ("prograd",)
 
@@ -41,6 +46,24 @@ class ProGrad(CoOp):
         print(f'Zero-shot teacher prompt: "{template}"')
         return zero_shot_text_features(clip_model, classnames, template)
 
+    def build_model(self) -> None:
+        super().build_model()
+        self.diagnostics = GradientDiagnostics()
+
+    def before_epoch(self) -> None:
+        self.diagnostics.reset()
+
+    def after_epoch(self) -> None:
+        stats = self.diagnostics.summary()
+        print(
+            f"ProGrad epoch {self.epoch + 1}: conflicting steps {stats['conflict_share']:.1%}, "
+            f"mean cos(g_ce, g_kl) {stats['mean_cosine']:+.3f}, "
+            f"mean norm removed by the projection {stats['mean_removed_norm']:.3e}"
+        )
+        for name, value in stats.items():
+            self.write_scalar(f"prograd/{name}", value, self.epoch + 1)
+        super().after_epoch()
+
     def forward_backward(self, batch: dict) -> dict[str, float]:
         image, label = self.parse_batch_train(batch)
         with self.precision.autocast():
@@ -51,6 +74,7 @@ class ProGrad(CoOp):
         g_ce = flatten(torch.autograd.grad(scale(xe_loss), params, retain_graph=True))
         g_kl = flatten(torch.autograd.grad(scale(kl_loss), params))
         projection = project_conflicting_gradient(g_ce, g_kl, self.cfg.LOSS.LAMBDA)
+        self.diagnostics.add(projection, self.precision.gradient_scale())
         self.step(unflatten(projection.gradient, params))
         self.end_of_step()
         return {

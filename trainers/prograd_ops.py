@@ -8,6 +8,7 @@ Paper: Zhu et al., "Prompt-aligned Gradient for Prompt Tuning", ICCV 2023, Eq. (
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -100,3 +101,38 @@ def project_conflicting_gradient(
         return Projection(g_ce, False, cosine, 0.0)
     removed = (lambda_ * dot / kl_norm_sq) * g_kl
     return Projection(g_ce - removed, True, cosine, torch.linalg.vector_norm(removed).item())
+
+
+class GradientDiagnostics:
+    """Running statistics of the projections of an epoch: whether λ matters on a dataset.
+
+    conflict_share: fraction of steps with g_ce·g_kl < 0.
+    mean_cosine: mean cos(g_ce, g_kl).
+    mean_removed_norm: mean |g_ce − g| (0 on steps without conflict).
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps = 0
+        self.conflicts = 0
+        self.cosine_sum = 0.0
+        self.removed_norm_sum = 0.0
+
+    def add(self, projection: Projection, gradient_scale: float = 1.0) -> None:
+        """Record one step; `gradient_scale` is the loss scale the gradients carry (amp)."""
+        if not math.isfinite(projection.cosine):
+            return  # a skipped step: no direction to speak of
+        self.steps += 1
+        self.conflicts += int(projection.conflicted)
+        self.cosine_sum += projection.cosine
+        self.removed_norm_sum += projection.removed_norm / gradient_scale
+
+    def summary(self) -> dict[str, float]:
+        steps = max(self.steps, 1)
+        return {
+            "conflict_share": self.conflicts / steps,
+            "mean_cosine": self.cosine_sum / steps,
+            "mean_removed_norm": self.removed_norm_sum / steps,
+        }
