@@ -24,7 +24,7 @@ from .dassl_compat import (
     load_state_checked,
 )
 from .precision import Precision
-from .prograd_ops import cross_entropy_loss
+from .steps import coop_gradients
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 
@@ -150,10 +150,7 @@ class CoOp(CheckpointMixin, TrainerX):
 
     def forward_backward(self, batch: dict) -> dict[str, float]:
         image, label = self.parse_batch_train(batch)
-        with self.precision.autocast():
-            logits = self.model(image)
-        loss = cross_entropy_loss(logits, label)
-        gradients = torch.autograd.grad(self.precision.scale(loss), self.trainable_params)
-        self.step(list(gradients))
+        result = coop_gradients(self.model, image, label, self.precision, self.trainable_params)
+        self.step(result.gradients)
         self.end_of_step()
-        return {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item()}
+        return {"loss": result.loss.item(), "acc": compute_accuracy(result.logits, label)[0].item()}

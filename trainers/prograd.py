@@ -9,13 +9,8 @@ from dassl.metrics import compute_accuracy
 
 from .clip_prompt import template_for, zero_shot_text_features
 from .coop import CoOp
-from .precision import flatten, unflatten
-from .prograd_ops import (
-    GradientDiagnostics,
-    cross_entropy_loss,
-    kl_to_teacher_loss,
-    project_conflicting_gradient,
-)
+from .prograd_ops import GradientDiagnostics
+from .steps import prograd_gradients
 
 LOSS_NAMES = ("prograd",)
 
@@ -66,20 +61,16 @@ class ProGrad(CoOp):
 
     def forward_backward(self, batch: dict) -> dict[str, float]:
         image, label = self.parse_batch_train(batch)
-        with self.precision.autocast():
-            student_logits, teacher_logits = self.model(image, return_teacher=True)
-        xe_loss = cross_entropy_loss(student_logits, label)
-        kl_loss = kl_to_teacher_loss(student_logits, teacher_logits, self.cfg.LOSS.T)
-        params, scale = self.trainable_params, self.precision.scale
-        g_ce = flatten(torch.autograd.grad(scale(xe_loss), params, retain_graph=True))
-        g_kl = flatten(torch.autograd.grad(scale(kl_loss), params))
-        projection = project_conflicting_gradient(g_ce, g_kl, self.cfg.LOSS.LAMBDA)
-        self.diagnostics.add(projection, self.precision.gradient_scale())
-        self.step(unflatten(projection.gradient, params))
+        result = prograd_gradients(
+            self.model, image, label, self.precision, self.trainable_params,
+            lambda_=self.cfg.LOSS.LAMBDA, temperature=self.cfg.LOSS.T,
+        )  # fmt: skip
+        self.diagnostics.add(result.projection, self.precision.gradient_scale())
+        self.step(result.gradients)
         self.end_of_step()
         return {
-            "xe_loss": xe_loss.item(),
-            "kl_loss": kl_loss.item(),
-            "acc": compute_accuracy(student_logits, label)[0].item(),
-            "conflict": float(projection.conflicted),
+            "xe_loss": result.xe_loss.item(),
+            "kl_loss": result.kl_loss.item(),
+            "acc": compute_accuracy(result.logits, label)[0].item(),
+            "conflict": float(result.projection.conflicted),
         }
