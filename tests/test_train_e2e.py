@@ -220,3 +220,42 @@ def test_bad_config_values_are_rejected_with_the_key(
         build(
             monkeypatch, "ProGrad", PROGRAD_YAML, tmp_path, data_root, tiny_clip_files["RN"], *opts
         )
+
+
+class Interrupted(Exception):
+    """Stands for the run being killed."""
+
+
+def test_interrupted_run_resumes_to_the_same_result(
+    monkeypatch, tmp_path, data_root, tiny_clip_files
+):
+    """Killed mid-epoch 3 and started again: same prompt and accuracy as an uninterrupted run."""
+    opts = ("OPTIM.WARMUP_EPOCH", "1", "OPTIM.LR", "0.05")  # warmup + momentum state matter
+    clip_file = tiny_clip_files["RN"]
+    full = build(monkeypatch, "ProGrad", PROGRAD_YAML, tmp_path / "full", data_root, clip_file,
+                 *opts, epochs=3)  # fmt: skip
+    full.train()
+
+    run_dir = tmp_path / "killed"
+    killed = build(monkeypatch, "ProGrad", PROGRAD_YAML, run_dir, data_root, clip_file, *opts,
+                   epochs=3)  # fmt: skip
+    original = killed.forward_backward
+
+    def crash_in_third_epoch(batch):
+        if killed.epoch == 2 and killed.batch_idx == 1:
+            raise Interrupted
+        return original(batch)
+
+    killed.forward_backward = crash_in_third_epoch
+    with pytest.raises(Interrupted):
+        killed.train()
+    assert (run_dir / "resume" / "state.pth").is_file()
+
+    restarted = build(monkeypatch, "ProGrad", PROGRAD_YAML, run_dir, data_root, clip_file,
+                      *opts, epochs=3)  # fmt: skip
+    restarted.train()
+    assert restarted.start_epoch == 2
+    assert torch.equal(
+        restarted.model.prompt_learner.ctx.detach(), full.model.prompt_learner.ctx.detach()
+    )
+    assert restarted.test() == full.test()

@@ -131,6 +131,19 @@ class CoOp(CheckpointMixin, TrainerX):
             print(f"Multiple GPUs detected (n_gpus={device_count}), use all of them!")
             self.model = nn.DataParallel(self.model)
 
+    def after_epoch(self) -> None:
+        super().after_epoch()
+        if self.epoch + 1 < self.max_epoch:
+            self.save_resume_state()
+
+    def extra_state(self) -> dict:
+        scaler = self.precision.scaler
+        return {"scaler": scaler.state_dict()} if scaler is not None else {}
+
+    def restore_extra_state(self, state: dict) -> None:
+        if self.precision.scaler is not None and "scaler" in state:
+            self.precision.scaler.load_state_dict(state["scaler"])
+
     def parse_batch_train(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return batch["img"].to(self.device), batch["label"].to(self.device)
 

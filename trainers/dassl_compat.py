@@ -15,6 +15,8 @@ Covered upstream code, each fixed here and nowhere else:
    fails on every epoch checkpoint, and loads `token_prefix`/`token_suffix` strictly.
    -> `CheckpointMixin.load_model`, which also reads CoOp's and the official ProGrad's
    checkpoints (it ignores their class-name-dependent buffers).
+4. Dassl's resume restores no RNG and finds only TRAIN.CHECKPOINT_FREQ checkpoints.
+   -> `CheckpointMixin.resume_model_if_exist` also reads the per-epoch state of resume.py.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import pickle
 import torch
 from dassl.optim import build_lr_scheduler as dassl_build_lr_scheduler
 from torch.optim.lr_scheduler import LRScheduler
+
+from .resume import RESUME_FILE, load_resume_state, rng_state, save_resume_state, set_rng_state
 
 # Buffers that PromptLearner rebuilds from the class names of the run: never loaded.
 IGNORED_CHECKPOINT_KEYS = ("token_prefix", "token_suffix")
@@ -166,23 +170,74 @@ class CheckpointMixin:
             load_state_checked(self._models[name], state_dict, path)
 
     def resume_model_if_exist(self, directory: str) -> int:
-        """Resume every registered model from `<directory>/<name>/checkpoint`; return the epoch."""
+        """Continue from the newest of our per-epoch resume state and Dassl's last checkpoint.
+
+        Returns:
+            the epoch to start from (0: train from scratch).
+        """
         names = self.get_model_names()
-        if not all(osp.exists(osp.join(directory, name, "checkpoint")) for name in names):
+        resume = load_resume_state(directory)
+        dassl_epoch, checkpoints = 0, {}
+        if all(osp.exists(osp.join(directory, name, "checkpoint")) for name in names):
+            for name in names:
+                with open(osp.join(directory, name, "checkpoint")) as file:
+                    path = osp.join(directory, name, file.readline().strip())
+                checkpoints[name] = (path, load_checkpoint(path))
+            dassl_epoch = min(checkpoint["epoch"] for _, checkpoint in checkpoints.values())
+        if resume is not None and resume["epoch"] > dassl_epoch:
+            print(f"Resuming from {osp.join(directory, RESUME_FILE)} (epoch {resume['epoch']})")
+            for name in names:
+                self.restore_training_state(name, resume["models"][name], directory)
+            self.restore_extra_state(resume.get("extra", {}))
+            set_rng_state(resume["rng"])
+            return resume["epoch"]
+        if not checkpoints:
             print("No checkpoint found, train from scratch")
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
-        start_epoch = 0
-        for name in names:
-            with open(osp.join(directory, name, "checkpoint")) as file:
-                path = osp.join(directory, name, file.readline().strip())
-            print(f'Loading checkpoint from "{path}"')
-            checkpoint = load_checkpoint(path)
-            self._models[name].load_state_dict(checkpoint["state_dict"])
-            if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
-                self._optims[name].load_state_dict(checkpoint["optimizer"])
-            if self._scheds[name] is not None and checkpoint.get("scheduler") is not None:
-                self._scheds[name].load_state_dict(checkpoint["scheduler"])
-            start_epoch = checkpoint["epoch"]
-            print(f"Previous epoch: {start_epoch}")
-        return start_epoch
+        for name, (path, checkpoint) in checkpoints.items():
+            print(f'Loading checkpoint from "{path}" (epoch {checkpoint["epoch"]})')
+            self.restore_training_state(name, checkpoint, path)
+        return dassl_epoch
+
+    def restore_training_state(self, name: str, checkpoint: dict, path: str) -> None:
+        """Weights, optimizer and scheduler of one registered model from a checkpoint dict."""
+        state_dict = {
+            key: value
+            for key, value in checkpoint["state_dict"].items()
+            if key not in IGNORED_CHECKPOINT_KEYS
+        }
+        load_state_checked(self._models[name], state_dict, path)
+        if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
+            self._optims[name].load_state_dict(checkpoint["optimizer"])
+        if self._scheds[name] is not None and checkpoint.get("scheduler") is not None:
+            self._scheds[name].load_state_dict(checkpoint["scheduler"])
+
+    def extra_state(self) -> dict:
+        """Trainer state beyond the registered models to carry over a restart (e.g. a scaler)."""
+        return {}
+
+    def restore_extra_state(self, state: dict) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
+    def save_resume_state(self) -> None:
+        """After an epoch that is not the last: the state to continue exactly from here."""
+        models = {}
+        for name in self.get_model_names():
+            optim, sched = self._optims[name], self._scheds[name]
+            models[name] = {
+                "state_dict": {
+                    key: value
+                    for key, value in self._models[name].state_dict().items()
+                    if key not in IGNORED_CHECKPOINT_KEYS
+                },
+                "optimizer": optim.state_dict() if optim is not None else None,
+                "scheduler": sched.state_dict() if sched is not None else None,
+            }
+        state = {
+            "epoch": self.epoch + 1,
+            "models": models,
+            "extra": self.extra_state(),
+            "rng": rng_state(),
+        }
+        save_resume_state(self.output_dir, state)
