@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import warnings
 
 import torch
@@ -19,7 +20,8 @@ os.environ.setdefault("OUTDATED_IGNORE", "1")
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 from dassl.config import get_cfg_default  # noqa: E402
-from dassl.engine import build_trainer  # noqa: E402
+from dassl.data.datasets import DATASET_REGISTRY  # noqa: E402
+from dassl.engine import TRAINER_REGISTRY, build_trainer  # noqa: E402
 from dassl.utils import collect_env_info, set_random_seed, setup_logger  # noqa: E402
 from yacs.config import CfgNode as CN  # noqa: E402
 
@@ -75,16 +77,50 @@ def reset_cfg(cfg: CN, args: argparse.Namespace) -> None:
 
 
 def setup_cfg(args: argparse.Namespace) -> CN:
+    """Dassl's defaults + our keys, then the dataset file, the method file, flags and opts."""
     cfg = get_cfg_default()
     extend_cfg(cfg)
-    if args.dataset_config_file:
-        cfg.merge_from_file(args.dataset_config_file)
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
+    for flag, path in (
+        ("--dataset-config-file", args.dataset_config_file),
+        ("--config-file", args.config_file),
+    ):
+        if path and not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{flag} {path} does not exist; run from the repository root and pick a file "
+                f"from configs/ (e.g. configs/datasets/caltech101.yaml, "
+                f"configs/trainers/ProGrad/rn50.yaml)"
+            )
+        if path:
+            cfg.merge_from_file(path)
     reset_cfg(cfg, args)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     return cfg
+
+
+def check_names(cfg: CN) -> None:
+    """Trainer and dataset must be registered; say which are, before anything is written."""
+    trainers_here = TRAINER_REGISTRY.registered_names()
+    if cfg.TRAINER.NAME not in trainers_here:
+        raise ValueError(
+            f'--trainer "{cfg.TRAINER.NAME}" is not a registered trainer; use ProGrad, CoOp or '
+            f"ZeroshotCLIP (all registered: {', '.join(sorted(trainers_here))})"
+        )
+    datasets_here = DATASET_REGISTRY.registered_names()
+    if cfg.DATASET.NAME not in datasets_here:
+        raise ValueError(
+            f'DATASET.NAME "{cfg.DATASET.NAME}" is not a registered dataset; pass one of the '
+            f"files in configs/datasets/ with --dataset-config-file (registered: "
+            f"{', '.join(sorted(datasets_here))})"
+        )
+
+
+def write_config(cfg: CN) -> None:
+    """Keep the run's full config beside its log (tools read the backbone from it)."""
+    path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+    if not os.path.exists(path):  # a resumed or repeated run keeps the first one
+        with open(path, "w") as file:
+            file.write(cfg.dump())
 
 
 def seed_and_build(cfg: CN):
@@ -99,7 +135,9 @@ def seed_and_build(cfg: CN):
 
 def main(args: argparse.Namespace) -> None:
     cfg = setup_cfg(args)
+    check_names(cfg)
     setup_logger(cfg.OUTPUT_DIR)
+    write_config(cfg)
     print("** Arguments **")
     for key in sorted(vars(args)):
         print(f"{key}: {getattr(args, key)}")
@@ -155,4 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    main(build_parser().parse_args())
+    try:
+        main(build_parser().parse_args())
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("PROGRAD_TRACEBACK"):
+            raise
+        sys.exit(f"error: {error}\n(set PROGRAD_TRACEBACK=1 to see where it was raised)")

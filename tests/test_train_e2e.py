@@ -259,3 +259,37 @@ def test_interrupted_run_resumes_to_the_same_result(
         restarted.model.prompt_learner.ctx.detach(), full.model.prompt_learner.ctx.detach()
     )
     assert restarted.test() == full.test()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--trainer", "ProGrad2"], '--trainer "ProGrad2" is not a registered trainer'),
+        (["--trainer", "ProGrad", "DATASET.NAME", "Caltech102"], 'DATASET.NAME "Caltech102"'),
+    ],
+)
+def test_unknown_trainer_or_dataset_names_the_choices(flags, message):
+    """An unknown trainer or dataset is refused with the registered names listed."""
+    from train import check_names
+
+    cfg = setup_cfg(build_parser().parse_args(flags))
+    with pytest.raises(ValueError, match=message):
+        check_names(cfg)
+
+
+def test_failing_run_leaves_existing_outputs_untouched(tmp_path, data_root, tiny_clip_files):
+    """A run that fails on a bad value exits with a one-paragraph error; old files stay intact."""
+    out = tmp_path / "run"
+    (out / "prompt_learner").mkdir(parents=True)
+    (out / "log.txt").write_text("old log\n")
+    (out / "prompt_learner" / "model.pth.tar-2").write_bytes(b"old checkpoint")
+    args = cli_args("ProGrad", PROGRAD_YAML, out, data_root, tiny_clip_files["RN"])
+    result = subprocess.run(
+        [sys.executable, "train.py", *args, "LOSS.LAMBDA", "2.0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "error: LOSS.LAMBDA is 2.0; it must lie in [0, 1]" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (out / "log.txt").read_text() == "old log\n"
+    assert (out / "prompt_learner" / "model.pth.tar-2").read_bytes() == b"old checkpoint"
