@@ -238,6 +238,7 @@ class PromptLearner(nn.Module):
             raise ValueError(f"TRAINER.COOP.N_CTX must be >= 1, got {n_ctx}")
         n_cls = len(classnames)
         dtype = clip_model.dtype
+        device = clip_model.token_embedding.weight.device
         ctx_dim = clip_model.ln_final.weight.shape[0]
 
         if init_words:
@@ -249,7 +250,8 @@ class PromptLearner(nn.Module):
                     f"TRAINER.COOP.N_CTX is {n_ctx}; raise N_CTX to at least {n_init}"
                 )
             with torch.no_grad():
-                embedding = clip_model.token_embedding(tokenize([init_words])).type(dtype)
+                embedding = clip_model.token_embedding(tokenize([init_words]).to(device))
+            embedding = embedding.type(dtype).cpu()
             ctx_vectors = torch.zeros(n_ctx, ctx_dim, dtype=dtype)
             ctx_vectors[n_ctx - n_init :] = embedding[0, 1 : 1 + n_init]
             if csc:
@@ -265,7 +267,7 @@ class PromptLearner(nn.Module):
         self.ctx = nn.Parameter(ctx_vectors)
 
         names = [name.replace("_", " ") for name in classnames]
-        tokenized = tokenize([f"{prompt_prefix} {name}." for name in names])
+        tokenized = tokenize([f"{prompt_prefix} {name}." for name in names]).to(device)
         with torch.no_grad():
             embedding = clip_model.token_embedding(tokenized).type(dtype)
         # Saved by Dassl's save_model (CoOp's checkpoint format) but never loaded: they depend on

@@ -98,7 +98,9 @@ class CoOp(CheckpointMixin, TrainerX):
         cfg = self.cfg
         classnames = self.dm.dataset.classnames
         self.precision = Precision(cfg.TRAINER.COOP.PREC, self.device)
-        clip_model = load_clip_for(cfg, self.precision)
+        # On the training device from the start: the teacher's text features of 1000 classes are
+        # then computed there too.
+        clip_model = load_clip_for(cfg, self.precision).to(self.device)
 
         n_ctx, init_words = context_init(cfg)
         prompt_learner = PromptLearner(

@@ -39,7 +39,7 @@ class ProGrad(CoOp):
     def teacher_text_features(self, clip_model, classnames: list[str]) -> torch.Tensor:
         template = template_for(self.cfg.DATASET.NAME)
         print(f'Zero-shot teacher prompt: "{template}"')
-        return zero_shot_text_features(clip_model, classnames, template)
+        return zero_shot_text_features(clip_model, classnames, template, self.device)
 
     def build_model(self) -> None:
         super().build_model()
