@@ -104,3 +104,17 @@ def test_unknown_class_token_position_is_rejected(clip_model):
     """A position other than end/middle/front names the key and the choices."""
     with pytest.raises(ValueError, match="CLASS_TOKEN_POSITION"):
         PromptLearner(clip_model, CLASSNAMES, n_ctx=4, class_token_position="start")
+
+
+def test_offline_download_failure_says_where_to_put_the_file(monkeypatch, tmp_path):
+    """Loading by name without internet names the cache file and MODEL.BACKBONE.PATH."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setenv("CLIP_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"RN50\.pt is not there.*MODEL.BACKBONE.PATH"):
+        load_clip("RN50")
