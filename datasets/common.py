@@ -1,0 +1,429 @@
+"""What the 15 CoOp datasets share: split files, few-shot caching, base/new classes, errors.
+
+On-disk formats are CoOp's, so split files and caches written by CoOp (or the official ProGrad
+code) load here and ours load there:
+
+- ``split_zhou_<Name>.json``: ``{"train" | "val" | "test": [[relpath, label, classname], ...]}``
+  with ``relpath`` relative to the dataset's image folder.
+- ``<dataset_dir>/split_fewshot/shot_{K}-seed_{S}.pkl``: a pickled dict ``{"train": [Datum],
+  "val": [Datum]}`` (ImageNet: ``{"train": [Datum]}``) holding Dassl ``Datum`` objects.
+
+Randomness comes from Python's ``random`` module (seeded by Dassl's ``set_random_seed(cfg.SEED)``
+before the dataset is built), consumed in the same order as CoOp, so the same seed picks the
+same images.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import random
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dassl.data.datasets import DatasetBase, Datum
+from dassl.utils import listdir_nohidden
+from PIL import Image
+from yacs.config import CfgNode
+
+SUBSAMPLE_CHOICES = ("all", "base", "new")
+
+Split = list[Datum]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a dataset lives under ``DATASET.ROOT``; used to load it and to explain errors.
+
+    Attributes:
+        name: Dassl registry name; its lower-cased form is the anchor of its DATASETS.md section.
+        folder: the dataset folder under ``DATASET.ROOT`` (CoOp's ``dataset_dir``).
+        contents: what the folder must hold, as shown in DATASETS.md.
+    """
+
+    name: str
+    folder: str
+    contents: tuple[str, ...]
+
+    @property
+    def doc(self) -> str:
+        return f"DATASETS.md#{self.name.lower()}"
+
+    def missing(self, path: str, what: str) -> FileNotFoundError:
+        """Build the error for a missing file or folder, naming it and the expected layout.
+
+        Args:
+            path: the path that does not exist.
+            what: a few words saying what it is, e.g. "split file" or "image".
+        """
+        return FileNotFoundError(
+            f"{self.name}: {what} not found: {path}. Expected layout under DATASET.ROOT: "
+            f"{self.folder}/ with {', '.join(self.contents)}. Set it up as described in "
+            f"{self.doc} (in the repository root), or point DATASET.ROOT at the folder that "
+            f"contains {self.folder}/."
+        )
+
+    def require(self, path: str, what: str) -> str:
+        """Return ``path`` if it exists, else raise ``missing(path, what)``."""
+        if not os.path.exists(path):
+            raise self.missing(path, what)
+        return path
+
+    def dataset_dir(self, cfg_root: str) -> str:
+        """Resolve ``<DATASET.ROOT>/<folder>`` and check that it exists.
+
+        Args:
+            cfg_root: the value of ``DATASET.ROOT`` (``~`` is expanded).
+        """
+        root = os.path.abspath(os.path.expanduser(cfg_root))
+        path = os.path.join(root, self.folder)
+        if not os.path.isdir(path):
+            raise self.missing(path, "dataset folder")
+        return path
+
+
+def read_json(path: str) -> Any:
+    """Read a json file; a missing or malformed file raises an error naming it."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"json file not found: {path}. Check the path or recreate it.")
+    with open(path) as file:
+        try:
+            return json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path} is not valid json ({error}). Re-download it, or delete it if it is a "
+                "generated split so that it is written again."
+            ) from error
+
+
+def write_json(obj: Any, path: str) -> None:
+    """Write ``obj`` as json in CoOp's formatting (4-space indent), creating parent folders."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as file:
+        json.dump(obj, file, indent=4, separators=(",", ": "))
+
+
+def make_datum(impath: str, label: int, classname: str, layout: Layout) -> Datum:
+    """Build a Dassl ``Datum``, raising a clear error if the image does not exist.
+
+    Dassl's ``Datum`` would otherwise stop with a bare ``AssertionError``.
+    """
+    if not os.path.isfile(impath):
+        raise layout.missing(impath, "image")
+    return Datum(impath=impath, label=label, classname=classname)
+
+
+def read_split(filepath: str, image_dir: str, layout: Layout) -> tuple[Split, Split, Split]:
+    """Read a CoOp ``split_zhou_*.json`` file.
+
+    Args:
+        filepath: the json file.
+        image_dir: the folder its relative image paths start from.
+        layout: the dataset's layout, for error messages.
+
+    Returns:
+        ``(train, val, test)`` lists of ``Datum`` with absolute image paths.
+    """
+    print(f"Reading split from {filepath}")
+    split = read_json(filepath)
+    if not isinstance(split, Mapping) or not all(k in split for k in ("train", "val", "test")):
+        raise ValueError(
+            f"{filepath} is not a CoOp split file: it needs the keys 'train', 'val' and 'test'. "
+            f"Re-download it as described in {layout.doc}."
+        )
+
+    def convert(entries: Sequence[Sequence[Any]]) -> Split:
+        items = []
+        for entry in entries:
+            if len(entry) != 3:
+                raise ValueError(
+                    f"{filepath}: entry {entry!r} is not [relpath, label, classname]. "
+                    f"Re-download the split file as described in {layout.doc}."
+                )
+            relpath, label, classname = entry
+            items.append(make_datum(os.path.join(image_dir, relpath), int(label), classname,
+                                    layout))
+        return items
+
+    return convert(split["train"]), convert(split["val"]), convert(split["test"])
+
+
+def save_split(train: Split, val: Split, test: Split, filepath: str, image_dir: str) -> None:
+    """Write a CoOp ``split_zhou_*.json`` file, storing paths relative to ``image_dir``."""
+    prefix = os.path.join(image_dir, "")
+
+    def extract(items: Split) -> list[tuple[str, int, str]]:
+        out = []
+        for item in items:
+            if not item.impath.startswith(prefix):
+                raise ValueError(
+                    f"Cannot save {item.impath} in {filepath}: it is not inside {image_dir}, and "
+                    "split files store paths relative to that folder."
+                )
+            out.append((item.impath[len(prefix):], item.label, item.classname))
+        return out
+
+    write_json({"train": extract(train), "val": extract(val), "test": extract(test)}, filepath)
+    print(f"Saved split to {filepath}")
+
+
+def read_and_split_data(
+    image_dir: str,
+    layout: Layout,
+    p_trn: float = 0.5,
+    p_val: float = 0.2,
+    ignored: Sequence[str] = (),
+    new_cnames: Mapping[str, str] | None = None,
+) -> tuple[Split, Split, Split]:
+    """Split an ``image_dir/<class>/<image>`` tree per class into train/val/test (CoOp's rule).
+
+    Labels follow the sorted class folders (after dropping ``ignored``); each class's images are
+    shuffled with ``random.shuffle`` and cut into ``round(n * p_trn)`` train, ``round(n * p_val)``
+    val and the rest test. Images are listed in ``os.listdir`` order, as CoOp does, so that the
+    same seed gives CoOp's split on the same disk.
+
+    Args:
+        image_dir: folder with one sub-folder per class.
+        layout: the dataset's layout, for error messages.
+        p_trn: fraction of each class used for training.
+        p_val: fraction of each class used for validation.
+        ignored: class folders to skip.
+        new_cnames: folder name -> class name, for folders whose names are not good class names.
+    """
+    layout.require(image_dir, "image folder")
+    categories = sorted(c for c in listdir_nohidden(image_dir) if c not in ignored)
+    print(f"Splitting into {p_trn:.0%} train, {p_val:.0%} val, and {1 - p_trn - p_val:.0%} test")
+
+    train, val, test = [], [], []
+    for label, category in enumerate(categories):
+        category_dir = os.path.join(image_dir, category)
+        images = [os.path.join(category_dir, name) for name in listdir_nohidden(category_dir)]
+        random.shuffle(images)
+        n_train = round(len(images) * p_trn)
+        n_val = round(len(images) * p_val)
+        if n_train == 0 or n_val == 0 or len(images) - n_train - n_val == 0:
+            raise ValueError(
+                f"{layout.name}: {category_dir} has {len(images)} images, too few to give each of "
+                "train, val and test at least one; check that the folder was extracted completely."
+            )
+        classname = new_cnames.get(category, category) if new_cnames else category
+        items = [make_datum(path, label, classname, layout) for path in images]
+        train.extend(items[:n_train])
+        val.extend(items[n_train : n_train + n_val])
+        test.extend(items[n_train + n_val :])
+    return train, val, test
+
+
+def split_trainval(trainval: Split, p_val: float = 0.2) -> tuple[Split, Split]:
+    """Split a trainval list per class into train and val (CoOp's ``OxfordPets.split_trainval``).
+
+    Classes are visited in order of first appearance; each class's items are shuffled with
+    ``random.shuffle`` and its first ``round(n * p_val)`` go to val.
+    """
+    print(f"Splitting trainval into {1 - p_val:.0%} train and {p_val:.0%} val")
+    by_label: dict[int, list[int]] = defaultdict(list)
+    for index, item in enumerate(trainval):
+        by_label[item.label].append(index)
+
+    train, val = [], []
+    for label, indices in by_label.items():
+        n_val = round(len(indices) * p_val)
+        if n_val == 0:
+            raise ValueError(
+                f"Class {label} has only {len(indices)} trainval images, too few to hold out "
+                f"{p_val:.0%} for validation; check that the annotation files are complete."
+            )
+        random.shuffle(indices)
+        for position, index in enumerate(indices):
+            (val if position < n_val else train).append(trainval[index])
+    return train, val
+
+
+def fewshot_cache_path(dataset_dir: str, num_shots: int, seed: int) -> str:
+    """Path of CoOp's few-shot cache: ``<dataset_dir>/split_fewshot/shot_{K}-seed_{S}.pkl``."""
+    return os.path.join(dataset_dir, "split_fewshot", f"shot_{num_shots}-seed_{seed}.pkl")
+
+
+def load_or_create_fewshot(
+    dataset: DatasetBase,
+    dataset_dir: str,
+    num_shots: int,
+    seed: int,
+    train: Split,
+    val: Split | None,
+) -> tuple[Split, Split | None]:
+    """Sample ``num_shots`` training images per class (and ``min(num_shots, 4)`` for val), cached.
+
+    The first call for a (K, seed) pair samples with Dassl's ``generate_fewshot_dataset``
+    (train first, then val, as CoOp) and pickles the result; later calls load the pickle, so a
+    run always sees the images its seed picked first. ``num_shots < 1`` keeps all images.
+
+    Args:
+        dataset: the dataset being built; only its ``generate_fewshot_dataset`` is used.
+        dataset_dir: the dataset folder; the cache goes to its ``split_fewshot/``.
+        num_shots: images per class (``DATASET.NUM_SHOTS``).
+        seed: ``cfg.SEED``; only names the cache file, the sampling uses ``random``'s state.
+        train: full training split.
+        val: full validation split, or None where the dataset has none (ImageNet).
+    """
+    if num_shots < 1:
+        return train, val
+    path = fewshot_cache_path(dataset_dir, num_shots, seed)
+    if os.path.exists(path):
+        print(f"Loading preprocessed few-shot data from {path}")
+        with open(path, "rb") as file:
+            data = pickle.load(file)
+        cached_val = data.get("val")
+        if val is not None and cached_val is None:
+            raise ValueError(f"{path} has no 'val' split; delete it so that it is rebuilt.")
+        check_cached_images_exist(path, [data["train"], cached_val or []])
+        return data["train"], cached_val
+
+    train = dataset.generate_fewshot_dataset(train, num_shots=num_shots)
+    data = {"train": train}
+    if val is not None:
+        val = dataset.generate_fewshot_dataset(val, num_shots=min(num_shots, 4))
+        data["val"] = val
+    print(f"Saving preprocessed few-shot data to {path}")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as file:
+        pickle.dump(data, file, protocol=pickle.HIGHEST_PROTOCOL)
+    return train, val
+
+
+def check_cached_images_exist(cache_path: str, splits: Sequence[Split]) -> None:
+    """Stop if a pickled cache refers to images that are gone (caches store absolute paths)."""
+    for items in splits:
+        for item in items:
+            if not os.path.isfile(item.impath):
+                raise FileNotFoundError(
+                    f"{cache_path} refers to {item.impath}, which does not exist (caches store "
+                    "absolute paths, so moving the dataset makes them stale). Delete "
+                    f"{cache_path} to rebuild it from the current DATASET.ROOT."
+                )
+
+
+def check_subsample(subsample: str) -> str:
+    """Return ``subsample`` if it is one of all/base/new, else raise a ValueError naming the key."""
+    if subsample not in SUBSAMPLE_CHOICES:
+        raise ValueError(
+            f"DATASET.SUBSAMPLE_CLASSES={subsample!r} is not allowed; use one of "
+            f"{', '.join(SUBSAMPLE_CHOICES)} (all classes, the first half, or the second half)."
+        )
+    return subsample
+
+
+def subsample_setting(cfg: CfgNode) -> str:
+    """Read and check ``cfg.DATASET.SUBSAMPLE_CLASSES`` (added by train.py's ``extend_cfg``)."""
+    if "SUBSAMPLE_CLASSES" not in cfg.DATASET:
+        raise ValueError(
+            "cfg.DATASET.SUBSAMPLE_CLASSES is not set; add it to the config (train.py's "
+            f"extend_cfg() does) with one of {', '.join(SUBSAMPLE_CHOICES)}."
+        )
+    return check_subsample(cfg.DATASET.SUBSAMPLE_CLASSES)
+
+
+def subsample_classes(*splits: Split, subsample: str = "all") -> list[Split]:
+    """Keep the base (first half) or new (second half) classes, relabelled from 0.
+
+    The halves come from the sorted labels of the first split: base is the first
+    ``ceil(n / 2)``, new the rest. ``"all"`` returns the splits unchanged.
+
+    Args:
+        splits: e.g. train, val, test.
+        subsample: "all", "base" or "new".
+    """
+    check_subsample(subsample)
+    if subsample == "all":
+        return list(splits)
+
+    labels = sorted({item.label for item in splits[0]})
+    half = math.ceil(len(labels) / 2)
+    selected = labels[:half] if subsample == "base" else labels[half:]
+    relabel = {label: new_label for new_label, label in enumerate(selected)}
+    print(f"SUBSAMPLE {subsample.upper()} CLASSES!")
+    return [
+        [
+            Datum(impath=item.impath, label=relabel[item.label], classname=item.classname)
+            for item in items
+            if item.label in relabel
+        ]
+        for items in splits
+    ]
+
+
+def read_or_create_split(
+    split_path: str,
+    image_dir: str,
+    layout: Layout,
+    create: Callable[[], tuple[Split, Split, Split]],
+) -> tuple[Split, Split, Split]:
+    """Read the CoOp split file if it exists; otherwise build the split and save it there.
+
+    Args:
+        split_path: the ``split_zhou_*.json`` file.
+        image_dir: the folder the file's relative paths start from.
+        layout: the dataset's layout, for error messages.
+        create: builds ``(train, val, test)`` from the raw annotations (uses ``random``).
+    """
+    if os.path.exists(split_path):
+        return read_split(split_path, image_dir, layout)
+    train, val, test = create()
+    save_split(train, val, test, split_path, image_dir)
+    return train, val, test
+
+
+def fewshot_and_subsample(
+    dataset: DatasetBase,
+    cfg: CfgNode,
+    layout: Layout,
+    train: Split,
+    val: Split | None,
+    test: Split,
+) -> tuple[Split, Split | None, Split]:
+    """What every trainable CoOp dataset does after reading its split, in CoOp's order.
+
+    Samples ``DATASET.NUM_SHOTS`` per class (cached, see ``load_or_create_fewshot``), keeps the
+    ``DATASET.SUBSAMPLE_CLASSES`` half, then opens one image per split (``check_images_readable``).
+
+    Args:
+        dataset: the dataset being built; ``dataset.dataset_dir`` must already be resolved.
+        cfg: the config (``DATASET.NUM_SHOTS``, ``DATASET.SUBSAMPLE_CLASSES``, ``SEED``).
+        layout: the dataset's layout, for error messages.
+        train: full training split.
+        val: full validation split, or None (ImageNet validates on its test split).
+        test: test split; never few-shot sampled.
+    """
+    subsample = subsample_setting(cfg)
+    train, val = load_or_create_fewshot(
+        dataset, dataset.dataset_dir, cfg.DATASET.NUM_SHOTS, cfg.SEED, train, val
+    )
+    if val is None:
+        train, test = subsample_classes(train, test, subsample=subsample)
+    else:
+        train, val, test = subsample_classes(train, val, test, subsample=subsample)
+    check_images_readable(layout, train, val, test)
+    return train, val, test
+
+
+def check_images_readable(layout: Layout, *splits: Split | None) -> None:
+    """Open the first image of each split, so a broken layout stops here and not in a worker.
+
+    Only one image per split is decoded, to keep building cheap on large datasets.
+    """
+    for items in splits:
+        if not items:
+            continue
+        path = items[0].impath
+        try:
+            with Image.open(path) as image:
+                image.convert("RGB")
+        except OSError as error:
+            raise ValueError(
+                f"{layout.name}: cannot read image {path} ({error}). Re-download or re-extract "
+                f"the dataset as described in {layout.doc}."
+            ) from error

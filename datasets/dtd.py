@@ -1,0 +1,42 @@
+"""Describable Textures Dataset (CoOp's split, ``split_zhou_DescribableTextures.json``)."""
+
+import os
+
+from dassl.data.datasets import DATASET_REGISTRY, DatasetBase
+from yacs.config import CfgNode
+
+from .common import (
+    Layout,
+    fewshot_and_subsample,
+    read_and_split_data,
+    read_or_create_split,
+    subsample_setting,
+)
+
+LAYOUT = Layout(
+    name="DescribableTextures",
+    folder="dtd",
+    contents=("images/<class>/<class>_*.jpg", "split_zhou_DescribableTextures.json"),
+)
+
+
+@DATASET_REGISTRY.register()
+class DescribableTextures(DatasetBase):
+    """DTD: 47 texture classes; the split is made from the folders if the json is absent."""
+
+    dataset_dir = LAYOUT.folder
+
+    def __init__(self, cfg: CfgNode) -> None:
+        subsample_setting(cfg)  # fail on a bad value before reading any files
+        self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
+        self.image_dir = os.path.join(self.dataset_dir, "images")
+        self.split_path = os.path.join(self.dataset_dir, "split_zhou_DescribableTextures.json")
+
+        train, val, test = read_or_create_split(
+            self.split_path,
+            self.image_dir,
+            LAYOUT,
+            create=lambda: read_and_split_data(self.image_dir, LAYOUT),
+        )
+        train, val, test = fewshot_and_subsample(self, cfg, LAYOUT, train, val, test)
+        super().__init__(train_x=train, val=val, test=test)

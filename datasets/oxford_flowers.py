@@ -1,0 +1,89 @@
+"""Oxford Flowers-102 (CoOp's split, ``split_zhou_OxfordFlowers.json``)."""
+
+import os
+import random
+from collections import defaultdict
+
+from dassl.data.datasets import DATASET_REGISTRY, DatasetBase
+from yacs.config import CfgNode
+
+from .common import (
+    Layout,
+    Split,
+    fewshot_and_subsample,
+    make_datum,
+    read_json,
+    read_or_create_split,
+    subsample_setting,
+)
+
+LAYOUT = Layout(
+    name="OxfordFlowers",
+    folder="oxford_flowers",
+    contents=(
+        "jpg/image_<nnnnn>.jpg",
+        "imagelabels.mat",
+        "cat_to_name.json",
+        "split_zhou_OxfordFlowers.json",
+    ),
+)
+
+
+@DATASET_REGISTRY.register()
+class OxfordFlowers(DatasetBase):
+    """Oxford Flowers-102: 102 flower species, named by ``cat_to_name.json``.
+
+    Without the json, every class is split 50/20/30 into train/val/test from ``imagelabels.mat``
+    (needs scipy).
+    """
+
+    dataset_dir = LAYOUT.folder
+
+    def __init__(self, cfg: CfgNode) -> None:
+        subsample_setting(cfg)  # fail on a bad value before reading any files
+        self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
+        self.image_dir = os.path.join(self.dataset_dir, "jpg")
+        self.label_file = os.path.join(self.dataset_dir, "imagelabels.mat")
+        self.lab2cname_file = os.path.join(self.dataset_dir, "cat_to_name.json")
+        self.split_path = os.path.join(self.dataset_dir, "split_zhou_OxfordFlowers.json")
+
+        train, val, test = read_or_create_split(
+            self.split_path, self.image_dir, LAYOUT, self.read_data
+        )
+        train, val, test = fewshot_and_subsample(self, cfg, LAYOUT, train, val, test)
+        super().__init__(train_x=train, val=val, test=test)
+
+    def read_data(self) -> tuple[Split, Split, Split]:
+        """Split each class's images 50/20/30 after a ``random.shuffle`` (CoOp's rule)."""
+        LAYOUT.require(self.label_file, "label file")
+        lab2cname = read_json(LAYOUT.require(self.lab2cname_file, "class-name file"))
+        from scipy.io import loadmat  # only needed when the split json is absent
+
+        labels = loadmat(self.label_file)["labels"][0]
+        # Image i (1-based, "image_00001.jpg") has the i-th 1-based label.
+        impaths_by_label: dict[int, list[str]] = defaultdict(list)
+        for index, label in enumerate(labels):
+            impath = os.path.join(self.image_dir, f"image_{index + 1:05d}.jpg")
+            impaths_by_label[int(label)].append(impath)
+
+        print("Splitting data into 50% train, 20% val, and 30% test")
+        train, val, test = [], [], []
+        for label, impaths in impaths_by_label.items():
+            random.shuffle(impaths)
+            n_train = round(len(impaths) * 0.5)
+            n_val = round(len(impaths) * 0.2)
+            if n_train == 0 or n_val == 0 or len(impaths) - n_train - n_val == 0:
+                raise ValueError(
+                    f"OxfordFlowers: class {label} has {len(impaths)} images in "
+                    f"{self.label_file}, too few for a train/val/test split."
+                )
+            if str(label) not in lab2cname:
+                raise ValueError(
+                    f"OxfordFlowers: {self.lab2cname_file} has no name for label {label}; "
+                    f"re-download it as described in {LAYOUT.doc}."
+                )
+            items = [make_datum(p, label - 1, lab2cname[str(label)], LAYOUT) for p in impaths]
+            train.extend(items[:n_train])
+            val.extend(items[n_train : n_train + n_val])
+            test.extend(items[n_train + n_val :])
+        return train, val, test

@@ -1,0 +1,80 @@
+"""SUN397 (CoOp's split, ``split_zhou_SUN397.json``)."""
+
+import os
+
+from dassl.data.datasets import DATASET_REGISTRY, DatasetBase
+from yacs.config import CfgNode
+
+from .common import (
+    Layout,
+    Split,
+    fewshot_and_subsample,
+    make_datum,
+    read_or_create_split,
+    split_trainval,
+    subsample_setting,
+)
+
+LAYOUT = Layout(
+    name="SUN397",
+    folder="sun397",
+    contents=(
+        "SUN397/<letter>/<scene>[/<sub-type>]/sun_*.jpg",
+        "ClassName.txt",
+        "Training_01.txt",
+        "Testing_01.txt",
+        "split_zhou_SUN397.json",
+    ),
+)
+
+
+@DATASET_REGISTRY.register()
+class SUN397(DatasetBase):
+    """SUN397: 397 scene classes, e.g. "/a/apse/indoor" is named "indoor apse".
+
+    Without the json, train/val come from partition 1's Training_01.txt (20% held out per
+    class) and test from Testing_01.txt.
+    """
+
+    dataset_dir = LAYOUT.folder
+
+    def __init__(self, cfg: CfgNode) -> None:
+        subsample_setting(cfg)  # fail on a bad value before reading any files
+        self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
+        self.image_dir = os.path.join(self.dataset_dir, "SUN397")
+        self.split_path = os.path.join(self.dataset_dir, "split_zhou_SUN397.json")
+
+        def create() -> tuple[Split, Split, Split]:
+            classname_file = os.path.join(self.dataset_dir, "ClassName.txt")
+            with open(LAYOUT.require(classname_file, "class-name file")) as file:
+                # Lines look like "/a/abbey"; the label is the line's position.
+                classnames = [line.strip()[1:] for line in file if line.strip()]
+            cname2lab = {classname: label for label, classname in enumerate(classnames)}
+            trainval = self.read_data(cname2lab, "Training_01.txt")
+            test = self.read_data(cname2lab, "Testing_01.txt")
+            return (*split_trainval(trainval), test)
+
+        train, val, test = read_or_create_split(self.split_path, self.image_dir, LAYOUT, create)
+        train, val, test = fewshot_and_subsample(self, cfg, LAYOUT, train, val, test)
+        super().__init__(train_x=train, val=val, test=test)
+
+    def read_data(self, cname2lab: dict[str, int], list_file: str) -> Split:
+        """Read a partition list of ``/<letter>/<scene>[/<sub-type>]/<image>`` lines."""
+        path = LAYOUT.require(os.path.join(self.dataset_dir, list_file), "partition file")
+        items = []
+        with open(path) as file:
+            for line in file:
+                if not line.strip():
+                    continue
+                image_name = line.strip()[1:]  # drop the leading "/"
+                folder = os.path.dirname(image_name)
+                if folder not in cname2lab:
+                    raise ValueError(
+                        f"SUN397: {folder!r} in {path} is not listed in ClassName.txt; "
+                        f"re-download the partitions as described in {LAYOUT.doc}."
+                    )
+                # Drop the first-letter folder and put qualifiers such as "indoor" first.
+                classname = " ".join(folder.split("/")[1:][::-1])
+                impath = os.path.join(self.image_dir, image_name)
+                items.append(make_datum(impath, cname2lab[folder], classname, LAYOUT))
+        return items
