@@ -7,6 +7,11 @@
 #   SEEDS    "1 2 3"          NCTX  16        CSC  False        CTP  end
 #   OUTPUT   output           PYTHON python   DRY_RUN 0 (1: print the commands, run nothing)
 #   CFG, SHOTS, EPOCHS, LAMBDA, LOADEP, SUBS: per protocol, see the function comments below.
+#   EXTRA_OPTS ""  config options appended to every train.py command, as whitespace-separated
+#            KEY VALUE pairs, e.g. EXTRA_OPTS="MODEL.BACKBONE.PATH /models/RN50.pt" on a machine
+#            without internet. Values cannot contain spaces. EXTRA_OPTS is not part of the run
+#            directory names: use it for settings that do not change the results (paths, workers,
+#            test batch size), or give runs with other settings their own OUTPUT.
 #
 # A run directory holding a complete Dassl log (log.txt or a log.txt-<timestamp> with an
 # accuracy line in a `=> result` block, printed after "Finish training"/"Finished training"
@@ -84,6 +89,24 @@ load_settings() {
     check_choice CSC "$CSC" True False
     check_choice CTP "$CTP" end middle front
     if [[ -n "${EPOCHS:-}" ]]; then check_positive_int EPOCHS "$EPOCHS"; fi
+    extra_opts_settings
+}
+
+# Sets EXTRA (the EXTRA_OPTS words, appended to every train.py command) and checks that they
+# pair up as KEY VALUE: an odd count would shift every later key into a value position.
+extra_opts_settings() {
+    EXTRA=()
+    read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
+    local example='e.g. EXTRA_OPTS="MODEL.BACKBONE.PATH /models/RN50.pt DATALOADER.NUM_WORKERS 4"'
+    (( ${#EXTRA[@]} % 2 == 0 )) \
+        || die "EXTRA_OPTS=\"$EXTRA_OPTS\" has ${#EXTRA[@]} words, not KEY VALUE pairs" \
+               "(values cannot contain spaces); $example."
+    local i
+    for (( i = 0; i < ${#EXTRA[@]}; i += 2 )); do
+        [[ "${EXTRA[i]}" =~ ^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$ ]] \
+            || die "EXTRA_OPTS=\"$EXTRA_OPTS\" has '${EXTRA[i]}' where a config key such as" \
+                   "MODEL.BACKBONE.PATH should be; give KEY VALUE pairs, $example."
+    done
 }
 
 yaml_names() {  # DIR -> the names of its .yaml files, space-separated
@@ -233,7 +256,7 @@ run_fewshot() {  # TRAINER DATASET CFG SHOTS
             --trainer "$trainer" --dataset-config-file "$dataset_yaml" \
             --config-file "$trainer_yaml" --output-dir "$dir" \
             "${LAMBDA_OPTS[@]}" "${opts[@]}" DATASET.NUM_SHOTS "$shots" \
-            OPTIM.MAX_EPOCH "$EPOCH_COUNT"
+            OPTIM.MAX_EPOCH "$EPOCH_COUNT" "${EXTRA[@]}"
     done
 }
 
@@ -269,7 +292,7 @@ run_base2new_train() {  # TRAINER DATASET
             --trainer "$trainer" --dataset-config-file "$B2N_DATASET_YAML" \
             --config-file "$B2N_TRAINER_YAML" --output-dir "$dir" \
             "${LAMBDA_OPTS[@]}" "${opts[@]}" DATASET.NUM_SHOTS "$B2N_SHOTS" \
-            DATASET.SUBSAMPLE_CLASSES base OPTIM.MAX_EPOCH "$EPOCH_COUNT"
+            DATASET.SUBSAMPLE_CLASSES base OPTIM.MAX_EPOCH "$EPOCH_COUNT" "${EXTRA[@]}"
     done
 }
 
@@ -293,7 +316,8 @@ run_base2new_test() {  # TRAINER DATASET
                 --trainer "$trainer" --dataset-config-file "$B2N_DATASET_YAML" \
                 --config-file "$B2N_TRAINER_YAML" --output-dir "$dir" \
                 --model-dir "$model_dir" --load-epoch "$load_epoch" --eval-only \
-                "${opts[@]}" DATASET.NUM_SHOTS "$B2N_SHOTS" DATASET.SUBSAMPLE_CLASSES "$sub"
+                "${opts[@]}" DATASET.NUM_SHOTS "$B2N_SHOTS" DATASET.SUBSAMPLE_CLASSES "$sub" \
+                "${EXTRA[@]}"
         done
     done
 }
@@ -335,7 +359,8 @@ run_xd_test() {  # TRAINER DATASET
         run_or_skip eval "$dir" "$PYTHON" train.py --root "$DATA" --seed "$seed" \
             --trainer "$trainer" --dataset-config-file "$dataset_yaml" \
             --config-file "$trainer_yaml" --output-dir "$dir" \
-            --model-dir "$model_dir" --load-epoch "$load_epoch" --eval-only "${opts[@]}"
+            --model-dir "$model_dir" --load-epoch "$load_epoch" --eval-only "${opts[@]}" \
+            "${EXTRA[@]}"
     done
 }
 
@@ -361,7 +386,7 @@ run_zeroshot() {  # DATASET CFG
         fi
         run_or_skip eval "$dir" "$PYTHON" train.py --root "$DATA" --trainer ZeroshotCLIP \
             --dataset-config-file "$dataset_yaml" --config-file "$trainer_yaml" \
-            --output-dir "$dir" --eval-only "${opts[@]}"
+            --output-dir "$dir" --eval-only "${opts[@]}" "${EXTRA[@]}"
     done
 }
 

@@ -390,3 +390,20 @@ def test_failed_run_stops_the_script_with_its_directory(repo):
     assert completed.returncode != 0
     assert "the run in output/dtd/CoOp/rn50_1shots" in completed.stderr
     assert "seed2" not in completed.stderr
+
+
+def test_extra_opts_end_every_train_py_command_of_every_protocol(repo):
+    """EXTRA_OPTS KEY VALUE pairs close every protocol's commands; a lone word is an error."""
+    extra = ["MODEL.BACKBONE.PATH", "/models/RN50.pt", "INPUT.SIZE", "(32,32)"]
+    calls = [("prograd/main.sh", "dtd", "rn50", "1"), ("coop/main.sh", "dtd", "rn50", "1"),
+             ("prograd/base2new_train.sh", "dtd"), ("coop/base2new_test.sh", "dtd"),
+             ("prograd/xd_train.sh",), ("coop/xd_test.sh", "imagenetv2"),
+             ("zeroshot.sh", "dtd", "rn50")]
+    for call in calls:
+        lines = commands(repo, *call, EXTRA_OPTS="  ".join(extra))
+        assert lines and all(line[-len(extra):] == extra for line in lines), call
+        assert commands(repo, *call)[0][-1] != extra[-1]  # unset: nothing appended
+    completed = run_script(repo, "prograd/main.sh", "dtd", "rn50", "1",
+                           EXTRA_OPTS="MODEL.BACKBONE.PATH")
+    assert completed.returncode != 0 and completed.stdout == ""
+    assert "EXTRA_OPTS=\"MODEL.BACKBONE.PATH\" has 1 words, not KEY VALUE pairs" in completed.stderr
