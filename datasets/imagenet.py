@@ -13,6 +13,7 @@ from .common import (
     Layout,
     Split,
     check_cached_images_exist,
+    check_images_readable,
     fewshot_and_subsample,
     make_datum,
     subsample_setting,
@@ -104,3 +105,25 @@ class ImageNet(DatasetBase):
 
         train, _, test = fewshot_and_subsample(self, cfg, LAYOUT, train, None, test)
         super().__init__(train_x=train, val=test, test=test)
+
+
+class ImageNetTestSet(DatasetBase):
+    """An ImageNet variant read from `<wnid>` folders: test only (not registered itself).
+
+    Subclasses set `layout` and `image_subdir`. Labels are the positions of the wnid folders in
+    sorted order, named by ImageNet's classnames.txt. Every image is a test image (also exposed
+    as train_x, which Dassl needs); DATASET.NUM_SHOTS and DATASET.SUBSAMPLE_CLASSES do not apply,
+    as in CoOp.
+    """
+
+    layout: Layout
+    image_subdir: str
+
+    def __init__(self, cfg: CfgNode) -> None:
+        self.dataset_dir = self.layout.dataset_dir(cfg.DATASET.ROOT)
+        self.image_dir = os.path.join(self.dataset_dir, self.image_subdir)
+        classnames_file = find_classnames_file(self.dataset_dir, self.layout)
+        classnames = read_classnames(classnames_file, self.layout)
+        data = read_class_folders(self.image_dir, classnames, self.layout)
+        check_images_readable(self.layout, data)
+        super().__init__(train_x=data, test=data)

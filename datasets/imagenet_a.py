@@ -1,35 +1,19 @@
 """ImageNet-A (natural adversarial examples); test only."""
 
-import os
+from dassl.data.datasets import DATASET_REGISTRY
 
-from dassl.data.datasets import DATASET_REGISTRY, DatasetBase
-from yacs.config import CfgNode
-
-from .common import Layout, check_images_readable
-from .imagenet import find_classnames_file, read_class_folders, read_classnames
-
-LAYOUT = Layout(
-    name="ImageNetA",
-    folder="imagenet-adversarial",
-    contents=("imagenet-a/<wnid>/*.jpg", "classnames.txt (ImageNet's)"),
-)
+from .common import Layout
+from .imagenet import ImageNetTestSet
 
 
 @DATASET_REGISTRY.register()
-class ImageNetA(DatasetBase):
-    """ImageNet-A: 200 ImageNet classes of natural adversarial examples.
+class ImageNetA(ImageNetTestSet):
+    """ImageNet-A: 200 ImageNet classes of natural adversarial examples."""
 
-    Labels are the positions of the 200 wnid folders in sorted order, named by ImageNet's
-    classnames.txt. Every image is a test image (also exposed as train_x, which Dassl needs);
-    DATASET.NUM_SHOTS and DATASET.SUBSAMPLE_CLASSES do not apply, as in CoOp.
-    """
-
-    dataset_dir = LAYOUT.folder
-
-    def __init__(self, cfg: CfgNode) -> None:
-        self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
-        self.image_dir = os.path.join(self.dataset_dir, "imagenet-a")
-        classnames = read_classnames(find_classnames_file(self.dataset_dir, LAYOUT), LAYOUT)
-        data = read_class_folders(self.image_dir, classnames, LAYOUT)
-        check_images_readable(LAYOUT, data)
-        super().__init__(train_x=data, test=data)
+    layout = Layout(
+        name="ImageNetA",
+        folder="imagenet-adversarial",
+        contents=("imagenet-a/<wnid>/*.jpg", "classnames.txt (ImageNet's)"),
+    )
+    dataset_dir = layout.folder
+    image_subdir = "imagenet-a"
