@@ -145,8 +145,9 @@ def read_split(filepath: str, image_dir: str, layout: Layout) -> tuple[Split, Sp
                     f"Re-download the split file as described in {layout.doc}."
                 )
             relpath, label, classname = entry
-            items.append(make_datum(os.path.join(image_dir, relpath), int(label), classname,
-                                    layout))
+            items.append(
+                make_datum(os.path.join(image_dir, relpath), int(label), classname, layout)
+            )
         return items
 
     return convert(split["train"]), convert(split["val"]), convert(split["test"])
@@ -164,7 +165,7 @@ def save_split(train: Split, val: Split, test: Split, filepath: str, image_dir: 
                     f"Cannot save {item.impath} in {filepath}: it is not inside {image_dir}, and "
                     "split files store paths relative to that folder."
                 )
-            out.append((item.impath[len(prefix):], item.label, item.classname))
+            out.append((item.impath[len(prefix) :], item.label, item.classname))
         return out
 
     write_json({"train": extract(train), "val": extract(val), "test": extract(test)}, filepath)

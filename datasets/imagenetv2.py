@@ -45,6 +45,7 @@ class ImageNetV2(DatasetBase):
         for label, classname in enumerate(classnames):
             class_dir = LAYOUT.require(os.path.join(self.image_dir, str(label)), "class folder")
             for image_name in listdir_nohidden(class_dir):
-                items.append(make_datum(os.path.join(class_dir, image_name), label, classname,
-                                        LAYOUT))
+                items.append(
+                    make_datum(os.path.join(class_dir, image_name), label, classname, LAYOUT)
+                )
         return items

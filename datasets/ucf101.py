@@ -28,7 +28,7 @@ LAYOUT = Layout(
 
 
 def split_camel_case(action: str) -> str:
-    """"ApplyEyeMakeup" -> "Apply_Eye_Makeup", the frame folder name and class name CoOp uses."""
+    """ "ApplyEyeMakeup" -> "Apply_Eye_Makeup", the frame folder name and class name CoOp uses."""
     return "_".join(re.findall("[A-Z][^A-Z]*", action))
 
 

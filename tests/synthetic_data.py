@@ -53,58 +53,145 @@ CALTECH101_IGNORED_FOLDER = "BACKGROUND_Google"
 
 # Real names, in each dataset's own order. Renames are what CoOp's loaders turn them into.
 PETS_BREEDS = (  # cats are capitalised (species 1), dogs are not (species 2)
-    "Abyssinian", "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle",
-    "Bengal", "Birman", "Bombay", "boxer", "British_Shorthair", "chihuahua", "Egyptian_Mau",
+    "Abyssinian",
+    "american_bulldog",
+    "american_pit_bull_terrier",
+    "basset_hound",
+    "beagle",
+    "Bengal",
+    "Birman",
+    "Bombay",
+    "boxer",
+    "British_Shorthair",
+    "chihuahua",
+    "Egyptian_Mau",
 )
 CARS_META_NAMES = (  # devkit/cars_meta.mat order; the loader moves the year first
-    "AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Acura TL Sedan 2012",
-    "Acura TL Type-S 2008", "Acura TSX Sedan 2012", "Acura Integra Type R 2001",
-    "Acura ZDX Hatchback 2012", "Aston Martin V8 Vantage Convertible 2012",
+    "AM General Hummer SUV 2000",
+    "Acura RL Sedan 2012",
+    "Acura TL Sedan 2012",
+    "Acura TL Type-S 2008",
+    "Acura TSX Sedan 2012",
+    "Acura Integra Type R 2001",
+    "Acura ZDX Hatchback 2012",
+    "Aston Martin V8 Vantage Convertible 2012",
 )
 FLOWER_NAMES = (  # cat_to_name.json, labels 1, 2, ...
-    "pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea",
-    "english marigold", "tiger lily", "moon orchid", "bird of paradise", "monkshood",
+    "pink primrose",
+    "hard-leaved pocket orchid",
+    "canterbury bells",
+    "sweet pea",
+    "english marigold",
+    "tiger lily",
+    "moon orchid",
+    "bird of paradise",
+    "monkshood",
     "globe thistle",
 )
 FOOD101_CLASSES = (
-    "apple_pie", "baby_back_ribs", "baklava", "beef_carpaccio", "beef_tartare", "beet_salad",
-    "beignets", "bibimbap", "bread_pudding", "breakfast_burrito",
+    "apple_pie",
+    "baby_back_ribs",
+    "baklava",
+    "beef_carpaccio",
+    "beef_tartare",
+    "beet_salad",
+    "beignets",
+    "bibimbap",
+    "bread_pudding",
+    "breakfast_burrito",
 )
 # A spread over variants.txt, keeping its order, so that names with spaces and "/" appear.
 FGVC_VARIANTS = (
-    "707-320", "A330-200", "BAE 146-200", "Cessna 172", "DC-3", "F/A-18", "Falcon 2000",
-    "Gulfstream IV", "MD-80", "Yak-42",
+    "707-320",
+    "A330-200",
+    "BAE 146-200",
+    "Cessna 172",
+    "DC-3",
+    "F/A-18",
+    "Falcon 2000",
+    "Gulfstream IV",
+    "MD-80",
+    "Yak-42",
 )
 SUN397_CLASSES = (  # ClassName.txt entries
-    "/a/abbey", "/a/apartment_building/outdoor", "/b/bakery/shop", "/b/beach", "/c/campus",
-    "/d/dining_room", "/f/forest/broadleaf", "/k/kitchen", "/l/living_room", "/s/skyscraper",
+    "/a/abbey",
+    "/a/apartment_building/outdoor",
+    "/b/bakery/shop",
+    "/b/beach",
+    "/c/campus",
+    "/d/dining_room",
+    "/f/forest/broadleaf",
+    "/k/kitchen",
+    "/l/living_room",
+    "/s/skyscraper",
 )
 DTD_CLASSES = (
-    "banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked",
-    "crosshatched", "crystalline",
+    "banded",
+    "blotchy",
+    "braided",
+    "bubbly",
+    "bumpy",
+    "chequered",
+    "cobwebbed",
+    "cracked",
+    "crosshatched",
+    "crystalline",
 )
 EUROSAT_CLASSES = (
-    "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture",
-    "PermanentCrop", "Residential", "River", "SeaLake",
+    "AnnualCrop",
+    "Forest",
+    "HerbaceousVegetation",
+    "Highway",
+    "Industrial",
+    "Pasture",
+    "PermanentCrop",
+    "Residential",
+    "River",
+    "SeaLake",
 )
 EUROSAT_RENAMES = {
-    "AnnualCrop": "Annual Crop Land", "HerbaceousVegetation": "Herbaceous Vegetation Land",
-    "Highway": "Highway or Road", "Industrial": "Industrial Buildings",
-    "Pasture": "Pasture Land", "PermanentCrop": "Permanent Crop Land",
-    "Residential": "Residential Buildings", "SeaLake": "Sea or Lake",
+    "AnnualCrop": "Annual Crop Land",
+    "HerbaceousVegetation": "Herbaceous Vegetation Land",
+    "Highway": "Highway or Road",
+    "Industrial": "Industrial Buildings",
+    "Pasture": "Pasture Land",
+    "PermanentCrop": "Permanent Crop Land",
+    "Residential": "Residential Buildings",
+    "SeaLake": "Sea or Lake",
 }
 UCF101_ACTIONS = (  # classInd.txt order
-    "ApplyEyeMakeup", "ApplyLipstick", "Archery", "BabyCrawling", "BalanceBeam",
-    "BandMarching", "BaseballPitch", "Basketball", "BasketballDunk", "BenchPress",
+    "ApplyEyeMakeup",
+    "ApplyLipstick",
+    "Archery",
+    "BabyCrawling",
+    "BalanceBeam",
+    "BandMarching",
+    "BaseballPitch",
+    "Basketball",
+    "BasketballDunk",
+    "BenchPress",
 )
 IMAGENET_CLASSES = (  # the first 20 lines of CoOp's imagenet/classnames.txt
-    ("n01440764", "tench"), ("n01443537", "goldfish"), ("n01484850", "great white shark"),
-    ("n01491361", "tiger shark"), ("n01494475", "hammerhead shark"),
-    ("n01496331", "electric ray"), ("n01498041", "stingray"), ("n01514668", "rooster"),
-    ("n01514859", "hen"), ("n01518878", "ostrich"), ("n01530575", "brambling"),
-    ("n01531178", "goldfinch"), ("n01532829", "house finch"), ("n01534433", "junco"),
-    ("n01537544", "indigo bunting"), ("n01558993", "American robin"), ("n01560419", "bulbul"),
-    ("n01580077", "jay"), ("n01582220", "magpie"), ("n01592084", "chickadee"),
+    ("n01440764", "tench"),
+    ("n01443537", "goldfish"),
+    ("n01484850", "great white shark"),
+    ("n01491361", "tiger shark"),
+    ("n01494475", "hammerhead shark"),
+    ("n01496331", "electric ray"),
+    ("n01498041", "stingray"),
+    ("n01514668", "rooster"),
+    ("n01514859", "hen"),
+    ("n01518878", "ostrich"),
+    ("n01530575", "brambling"),
+    ("n01531178", "goldfinch"),
+    ("n01532829", "house finch"),
+    ("n01534433", "junco"),
+    ("n01537544", "indigo bunting"),
+    ("n01558993", "American robin"),
+    ("n01560419", "bulbul"),
+    ("n01580077", "jay"),
+    ("n01582220", "magpie"),
+    ("n01592084", "chickadee"),
 )
 
 # Each writer is registered here under the dataset's registry name (see ``write_dataset``).
@@ -271,7 +358,10 @@ def _write_class_folders(
 
 @_register("OxfordPets")
 def write_oxford_pets(
-    root: Path, num_classes: int = 4, images_per_class: int = 6, image_size: int = 32,
+    root: Path,
+    num_classes: int = 4,
+    images_per_class: int = 6,
+    image_size: int = 32,
     seed: int = 0,
 ) -> Path:
     """Write ``oxford_pets/images/<Breed>_<n>.jpg``, ``annotations/{trainval,test}.txt``, json."""
@@ -304,7 +394,10 @@ def _cars_classname(meta_name: str) -> str:
 
 @_register("StanfordCars")
 def write_stanford_cars(
-    root: Path, num_classes: int = 4, images_per_class: int = 6, image_size: int = 32,
+    root: Path,
+    num_classes: int = 4,
+    images_per_class: int = 6,
+    image_size: int = 32,
     seed: int = 0,
 ) -> Path:
     """Write ``stanford_cars/cars_{train,test}/<nnnnn>.jpg``, the devkit ``.mat`` files, json.
@@ -342,16 +435,23 @@ def write_stanford_cars(
     class_names[0, :] = meta_names
     (dataset_dir / "devkit").mkdir(parents=True, exist_ok=True)
     savemat(dataset_dir / "devkit" / "cars_meta.mat", {"class_names": class_names})
-    savemat(dataset_dir / "devkit" / "cars_train_annos.mat",
-            {"annotations": annotation_struct(annotations["cars_train"])})
-    savemat(dataset_dir / "cars_test_annos_withlabels.mat",
-            {"annotations": annotation_struct(annotations["cars_test"])})
+    savemat(
+        dataset_dir / "devkit" / "cars_train_annos.mat",
+        {"annotations": annotation_struct(annotations["cars_train"])},
+    )
+    savemat(
+        dataset_dir / "cars_test_annos_withlabels.mat",
+        {"annotations": annotation_struct(annotations["cars_test"])},
+    )
     return root
 
 
 @_register("OxfordFlowers")
 def write_oxford_flowers(
-    root: Path, num_classes: int = 4, images_per_class: int = 6, image_size: int = 32,
+    root: Path,
+    num_classes: int = 4,
+    images_per_class: int = 6,
+    image_size: int = 32,
     seed: int = 0,
 ) -> Path:
     """Write ``oxford_flowers/jpg/image_<nnnnn>.jpg``, ``imagelabels.mat``, cat_to_name, json.
@@ -387,7 +487,10 @@ def write_oxford_flowers(
 
 @_register("Food101")
 def write_food101(
-    root: Path, num_classes: int = 4, images_per_class: int = 6, image_size: int = 32,
+    root: Path,
+    num_classes: int = 4,
+    images_per_class: int = 6,
+    image_size: int = 32,
     seed: int = 0,
 ) -> Path:
     """Write ``food-101/images/<class>/<id>.jpg``, ``meta/*.txt`` and the split json."""
@@ -395,29 +498,43 @@ def write_food101(
     dataset_dir = root / "food-101"
     classes = _take(FOOD101_CLASSES, num_classes, "Food101")
     rng = np.random.default_rng(seed)
-    ids = iter(rng.choice(np.arange(100000, 4000000), size=num_classes * images_per_class,
-                          replace=False).tolist())
+    ids = iter(
+        rng.choice(
+            np.arange(100000, 4000000), size=num_classes * images_per_class, replace=False
+        ).tolist()
+    )
     entries_by_class = _write_class_folders(
-        dataset_dir / "images", classes, classes, lambda folder, index: f"{next(ids)}.jpg",
-        images_per_class, image_size, seed,
+        dataset_dir / "images",
+        classes,
+        classes,
+        lambda folder, index: f"{next(ids)}.jpg",
+        images_per_class,
+        image_size,
+        seed,
     )
     meta = [entry[0].removesuffix(".jpg") for entries in entries_by_class for entry in entries]
     half = len(meta) // 2
     _write_lines(dataset_dir / "meta" / "classes.txt", classes)
-    _write_lines(dataset_dir / "meta" / "labels.txt",
-                 [c.replace("_", " ").capitalize() for c in classes])
+    _write_lines(
+        dataset_dir / "meta" / "labels.txt", [c.replace("_", " ").capitalize() for c in classes]
+    )
     _write_lines(dataset_dir / "meta" / "train.txt", meta[:half])
     _write_lines(dataset_dir / "meta" / "test.txt", meta[half:])
     _write_lines(dataset_dir / "README.txt", ["Food-101 (synthetic copy)"])
     _write_lines(dataset_dir / "license_agreement.txt", ["Synthetic test data."])
-    write_split_json(dataset_dir / "split_zhou_Food101.json",
-                     _split_per_class(entries_by_class, images_per_class))
+    write_split_json(
+        dataset_dir / "split_zhou_Food101.json",
+        _split_per_class(entries_by_class, images_per_class),
+    )
     return root
 
 
 @_register("FGVCAircraft")
 def write_fgvc_aircraft(
-    root: Path, num_classes: int = 4, images_per_class: int = 6, image_size: int = 32,
+    root: Path,
+    num_classes: int = 4,
+    images_per_class: int = 6,
+    image_size: int = 32,
     seed: int = 0,
 ) -> Path:
     """Write ``fgvc_aircraft/images/<id>.jpg``, ``variants.txt``, ``images_variant_*.txt``."""
@@ -426,8 +543,9 @@ def write_fgvc_aircraft(
     variants = _take(FGVC_VARIANTS, num_classes, "FGVCAircraft")
     n_train, n_val, _ = split_counts(images_per_class)
     rng = np.random.default_rng(seed)
-    ids = rng.choice(np.arange(100000, 2300000), size=num_classes * images_per_class,
-                     replace=False).tolist()
+    ids = rng.choice(
+        np.arange(100000, 2300000), size=num_classes * images_per_class, replace=False
+    ).tolist()
     lines: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for label, variant in enumerate(variants):
         for index in range(images_per_class):
@@ -448,7 +566,10 @@ def _sun397_classname(entry: str) -> str:
 
 @_register("SUN397")
 def write_sun397(
-    root: Path, num_classes: int = 4, images_per_class: int = 6, image_size: int = 32,
+    root: Path,
+    num_classes: int = 4,
+    images_per_class: int = 6,
+    image_size: int = 32,
     seed: int = 0,
 ) -> Path:
     """Write ``sun397/SUN397/<l>/<scene>/sun_*.jpg``, ClassName/Training_01/Testing_01, json."""
@@ -476,7 +597,10 @@ def write_sun397(
 
 @_register("DescribableTextures")
 def write_dtd(
-    root: Path, num_classes: int = 4, images_per_class: int = 6, image_size: int = 32,
+    root: Path,
+    num_classes: int = 4,
+    images_per_class: int = 6,
+    image_size: int = 32,
     seed: int = 0,
 ) -> Path:
     """Write ``dtd/images/<class>/<class>_<nnnn>.jpg``, ``labels/*1.txt`` and the split json."""
@@ -484,8 +608,13 @@ def write_dtd(
     dataset_dir = root / "dtd"
     classes = _take(DTD_CLASSES, num_classes, "DescribableTextures")
     entries_by_class = _write_class_folders(
-        dataset_dir / "images", classes, classes,
-        lambda folder, index: f"{folder}_{index + 1:04d}.jpg", images_per_class, image_size, seed,
+        dataset_dir / "images",
+        classes,
+        classes,
+        lambda folder, index: f"{folder}_{index + 1:04d}.jpg",
+        images_per_class,
+        image_size,
+        seed,
     )
     splits = _split_per_class(entries_by_class, images_per_class)
     for split, entries in splits.items():
@@ -496,7 +625,10 @@ def write_dtd(
 
 @_register("EuroSAT")
 def write_eurosat(
-    root: Path, num_classes: int = 4, images_per_class: int = 6, image_size: int = 32,
+    root: Path,
+    num_classes: int = 4,
+    images_per_class: int = 6,
+    image_size: int = 32,
     seed: int = 0,
 ) -> Path:
     """Write ``eurosat/2750/<Class>/<Class>_<n>.jpg`` and the split json (renamed classes)."""
@@ -504,11 +636,18 @@ def write_eurosat(
     dataset_dir = root / "eurosat"
     classes = _take(EUROSAT_CLASSES, num_classes, "EuroSAT")
     entries_by_class = _write_class_folders(
-        dataset_dir / "2750", classes, [EUROSAT_RENAMES.get(c, c) for c in classes],
-        lambda folder, index: f"{folder}_{index + 1}.jpg", images_per_class, image_size, seed,
+        dataset_dir / "2750",
+        classes,
+        [EUROSAT_RENAMES.get(c, c) for c in classes],
+        lambda folder, index: f"{folder}_{index + 1}.jpg",
+        images_per_class,
+        image_size,
+        seed,
     )
-    write_split_json(dataset_dir / "split_zhou_EuroSAT.json",
-                     _split_per_class(entries_by_class, images_per_class))
+    write_split_json(
+        dataset_dir / "split_zhou_EuroSAT.json",
+        _split_per_class(entries_by_class, images_per_class),
+    )
     return root
 
 
@@ -518,7 +657,10 @@ def _ucf101_classname(action: str) -> str:
 
 @_register("UCF101")
 def write_ucf101(
-    root: Path, num_classes: int = 4, images_per_class: int = 6, image_size: int = 32,
+    root: Path,
+    num_classes: int = 4,
+    images_per_class: int = 6,
+    image_size: int = 32,
     seed: int = 0,
 ) -> Path:
     """Write ``ucf101/UCF-101-midframes/<Action_Name>/v_*.jpg``, ucfTrainTestlist, json.
@@ -538,8 +680,7 @@ def write_ucf101(
             group = 8 + index if is_trainval else 1 + index - n_train - n_val
             video = f"v_{action}_g{group:02d}_c01"
             relpath = f"{classname}/{video}.jpg"
-            write_image(dataset_dir / "UCF-101-midframes" / relpath, label, index, image_size,
-                        seed)
+            write_image(dataset_dir / "UCF-101-midframes" / relpath, label, index, image_size, seed)
             if is_trainval:
                 trainlist.append(f"{action}/{video}.avi {label + 1}")
             else:
@@ -566,7 +707,10 @@ def _write_classnames(path: Path, classes: Sequence[tuple[str, str]]) -> None:
 
 @_register("ImageNet")
 def write_imagenet(
-    root: Path, num_classes: int = 4, images_per_class: int = 6, image_size: int = 32,
+    root: Path,
+    num_classes: int = 4,
+    images_per_class: int = 6,
+    image_size: int = 32,
     seed: int = 0,
 ) -> Path:
     """Write ``imagenet/images/{train,val}/<wnid>/*.JPEG`` and ``imagenet/classnames.txt``.
@@ -593,7 +737,10 @@ def write_imagenet(
 
 @_register("ImageNetV2")
 def write_imagenetv2(
-    root: Path, num_classes: int = 4, images_per_class: int = 6, image_size: int = 32,
+    root: Path,
+    num_classes: int = 4,
+    images_per_class: int = 6,
+    image_size: int = 32,
     seed: int = 0,
 ) -> Path:
     """Write ``imagenetv2/imagenetv2-matched-frequency-format-val/<label>/<sha1>.jpeg`` + names."""
@@ -611,7 +758,10 @@ def write_imagenetv2(
 
 @_register("ImageNetSketch")
 def write_imagenet_sketch(
-    root: Path, num_classes: int = 4, images_per_class: int = 6, image_size: int = 32,
+    root: Path,
+    num_classes: int = 4,
+    images_per_class: int = 6,
+    image_size: int = 32,
     seed: int = 0,
 ) -> Path:
     """Write ``imagenet-sketch/images/<wnid>/sketch_<n>.JPEG`` and ``classnames.txt``."""
@@ -619,8 +769,13 @@ def write_imagenet_sketch(
     dataset_dir = root / "imagenet-sketch"
     classes = imagenet_classes(num_classes)
     _write_class_folders(
-        dataset_dir / "images", [wnid for wnid, _ in classes], [name for _, name in classes],
-        lambda folder, index: f"sketch_{index}.JPEG", images_per_class, image_size, seed,
+        dataset_dir / "images",
+        [wnid for wnid, _ in classes],
+        [name for _, name in classes],
+        lambda folder, index: f"sketch_{index}.JPEG",
+        images_per_class,
+        image_size,
+        seed,
     )
     _write_classnames(dataset_dir / "classnames.txt", classes)
     return root
@@ -633,16 +788,28 @@ def imagenet_subset(name: str, num_classes: int) -> list[tuple[str, str]]:
 
 
 def _write_imagenet_subset(
-    name: str, folder: str, image_folder: str, file_name: Callable[[str, int], str],
-    root: Path, num_classes: int, images_per_class: int, image_size: int, seed: int,
+    name: str,
+    folder: str,
+    image_folder: str,
+    file_name: Callable[[str, int], str],
+    root: Path,
+    num_classes: int,
+    images_per_class: int,
+    image_size: int,
+    seed: int,
 ) -> Path:
     # classnames.txt lists twice the classes present, like the real 1,000 vs 200.
     root = Path(root)
     dataset_dir = root / folder
     subset = imagenet_subset(name, num_classes)
     _write_class_folders(
-        dataset_dir / image_folder, [wnid for wnid, _ in subset], [n for _, n in subset],
-        file_name, images_per_class, image_size, seed,
+        dataset_dir / image_folder,
+        [wnid for wnid, _ in subset],
+        [n for _, n in subset],
+        file_name,
+        images_per_class,
+        image_size,
+        seed,
     )
     _write_lines(dataset_dir / image_folder / "README.txt", [f"{name} (synthetic copy)"])
     _write_classnames(dataset_dir / "classnames.txt", imagenet_classes(2 * num_classes))
@@ -651,27 +818,45 @@ def _write_imagenet_subset(
 
 @_register("ImageNetA")
 def write_imagenet_a(
-    root: Path, num_classes: int = 4, images_per_class: int = 6, image_size: int = 32,
+    root: Path,
+    num_classes: int = 4,
+    images_per_class: int = 6,
+    image_size: int = 32,
     seed: int = 0,
 ) -> Path:
     """Write ``imagenet-adversarial/imagenet-a/<wnid>/*.jpg`` (+ README.txt), ``classnames.txt``."""
     return _write_imagenet_subset(
-        "ImageNetA", "imagenet-adversarial", "imagenet-a",
+        "ImageNetA",
+        "imagenet-adversarial",
+        "imagenet-a",
         lambda folder, index: f"0.{index:06d}_adversarial_{index}.jpg",
-        root, num_classes, images_per_class, image_size, seed,
+        root,
+        num_classes,
+        images_per_class,
+        image_size,
+        seed,
     )
 
 
 @_register("ImageNetR")
 def write_imagenet_r(
-    root: Path, num_classes: int = 4, images_per_class: int = 6, image_size: int = 32,
+    root: Path,
+    num_classes: int = 4,
+    images_per_class: int = 6,
+    image_size: int = 32,
     seed: int = 0,
 ) -> Path:
     """Write ``imagenet-rendition/imagenet-r/<wnid>/*.jpg`` (+ README.txt), ``classnames.txt``."""
     return _write_imagenet_subset(
-        "ImageNetR", "imagenet-rendition", "imagenet-r",
+        "ImageNetR",
+        "imagenet-rendition",
+        "imagenet-r",
         lambda folder, index: f"{('art', 'cartoon', 'sketch')[index % 3]}_{index}.jpg",
-        root, num_classes, images_per_class, image_size, seed,
+        root,
+        num_classes,
+        images_per_class,
+        image_size,
+        seed,
     )
 
 
@@ -720,10 +905,16 @@ def expected_split_sizes(
         everything = num_classes * images_per_class
         return {"train": everything, "val": 0, "test": everything}
     if name == "ImageNet":
-        return {"train": num_classes * (n_train + n_val), "val": num_classes * n_test,
-                "test": num_classes * n_test}
-    return {"train": num_classes * n_train, "val": num_classes * n_val,
-            "test": num_classes * n_test}
+        return {
+            "train": num_classes * (n_train + n_val),
+            "val": num_classes * n_test,
+            "test": num_classes * n_test,
+        }
+    return {
+        "train": num_classes * n_train,
+        "val": num_classes * n_val,
+        "test": num_classes * n_test,
+    }
 
 
 def write_dataset(

@@ -61,7 +61,8 @@ REQUIRED = {
     "ImageNet": (["classnames.txt"], "classnames.txt"),
     "Caltech101": (["split_zhou_Caltech101.json", "101_ObjectCategories"], "101_ObjectCategories"),
     "OxfordPets": (
-        ["split_zhou_OxfordPets.json", "annotations/trainval.txt"], "annotations/trainval.txt"
+        ["split_zhou_OxfordPets.json", "annotations/trainval.txt"],
+        "annotations/trainval.txt",
     ),
     "StanfordCars": (
         ["split_zhou_StanfordCars.json", "devkit/cars_train_annos.mat"],
@@ -147,7 +148,8 @@ def test_dataset_configs_name_the_registered_datasets():
 def test_datasets_md_has_a_section_for_every_error_anchor():
     """DATASETS.md has a `## <Name>` section for each anchor the error messages point to."""
     headings = {
-        line[3:].strip() for line in (REPO / "DATASETS.md").read_text().splitlines()
+        line[3:].strip()
+        for line in (REPO / "DATASETS.md").read_text().splitlines()
         if line.startswith("## ")
     }
     assert set(COOP_NAMES) <= headings
@@ -181,8 +183,8 @@ def test_fewshot_cache_matches_dassl_sampling_and_is_reused(name, tmp_path):
     full = build(name, tmp_path)
     random.seed(3)
     expected_train = full.generate_fewshot_dataset(full.train_x, num_shots=2)
-    expected_val = None if name == "ImageNet" else full.generate_fewshot_dataset(
-        full.val, num_shots=2
+    expected_val = (
+        None if name == "ImageNet" else full.generate_fewshot_dataset(full.val, num_shots=2)
     )
 
     fewshot = build(name, tmp_path, num_shots=2, seed=3)
@@ -241,7 +243,8 @@ def test_base_and_new_halves_are_disjoint_and_relabelled(name, tmp_path):
             assert {item.label for item in items} == labels
             assert all(half.lab2cname[item.label] == item.classname for item in items)
     for base_items, new_items, all_items in (
-        (base.train_x, new.train_x, full.train_x), (base.test, new.test, full.test)
+        (base.train_x, new.train_x, full.train_x),
+        (base.test, new.test, full.test),
     ):
         assert not set(paths(base_items)) & set(paths(new_items))
         assert set(paths(base_items)) | set(paths(new_items)) == set(paths(all_items))
@@ -336,10 +339,9 @@ def test_missing_split_file_is_rebuilt_in_coop_format(name, tmp_path):
     written = json.loads(split_path.read_text())
     assert set(written) == {"train", "val", "test"}
     for key, items in (("train", dataset.train_x), ("val", dataset.val), ("test", dataset.test)):
-        assert [[relpath.split("/")[-1], label, classname]
-                for relpath, label, classname in written[key]] == [
-            [os.path.basename(item.impath), item.label, item.classname] for item in items
-        ]
+        assert [
+            [relpath.split("/")[-1], label, classname] for relpath, label, classname in written[key]
+        ] == [[os.path.basename(item.impath), item.label, item.classname] for item in items]
         assert all(not os.path.isabs(relpath) for relpath, _, _ in written[key])
 
     again = build(name, tmp_path, seed=99)  # now read from the saved json, whatever the seed
@@ -351,8 +353,9 @@ def test_test_only_sets_fall_back_to_imagenet_classnames(name, tmp_path):
     """Without their own classnames.txt the ImageNet variants read imagenet/classnames.txt."""
     write_dataset(name, tmp_path, num_classes=4, images_per_class=4, image_size=8)
     (tmp_path / "imagenet").mkdir()
-    os.replace(dataset_dir(tmp_path, name) / "classnames.txt",
-               tmp_path / "imagenet" / "classnames.txt")
+    os.replace(
+        dataset_dir(tmp_path, name) / "classnames.txt", tmp_path / "imagenet" / "classnames.txt"
+    )
     assert build(name, tmp_path).classnames == expected_classnames(name, 4)
 
 
@@ -386,7 +389,9 @@ def test_subsample_classes_splits_at_ceil_half(tmp_path):
     assert [item.label for item in base_train] == [0, 1, 2]
     assert [item.label for item in base_test] == [0]
     assert [(item.label, item.classname) for item in new_train] == [
-        (0, "class3"), (1, "class4"), (1, "class4")
+        (0, "class3"),
+        (1, "class4"),
+        (1, "class4"),
     ]
     assert [(item.label, item.classname) for item in new_test] == [(1, "class4")]
     assert subsample_classes(train, test, subsample="all") == [train, test]
@@ -401,8 +406,9 @@ def test_save_then_read_split_round_trips_relative_paths(tmp_path):
     split_path = tmp_path / "split.json"
     save_split(train, val, test, str(split_path), str(tmp_path))
     assert json.loads(split_path.read_text())["val"] == [["class1/0.jpg", 1, "class1"]]
-    for saved, loaded in zip((train, val, test), read_split(str(split_path), str(tmp_path),
-                                                             layout), strict=True):
+    for saved, loaded in zip(
+        (train, val, test), read_split(str(split_path), str(tmp_path), layout), strict=True
+    ):
         assert [(d.impath, d.label, d.classname) for d in loaded] == [
             (d.impath, d.label, d.classname) for d in saved
         ]
@@ -418,8 +424,9 @@ def test_read_and_split_data_follows_coop_rule(tmp_path):
 
     def split(seed):
         random.seed(seed)
-        return read_and_split_data(str(tmp_path), layout, ignored=["skip_me"],
-                                   new_cnames={"b_class": "renamed b"})
+        return read_and_split_data(
+            str(tmp_path), layout, ignored=["skip_me"], new_cnames={"b_class": "renamed b"}
+        )
 
     train, val, test = split(0)
     assert {(d.label, d.classname) for d in train} == {(0, "a_class"), (1, "renamed b")}

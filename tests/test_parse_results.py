@@ -43,8 +43,9 @@ def result_block(accuracy: float, total: int = 1000) -> str:
     )
 
 
-def training_log(accuracy: float | None, marker: str = "Finish training",
-                 validation: float | None = None) -> str:
+def training_log(
+    accuracy: float | None, marker: str = "Finish training", validation: float | None = None
+) -> str:
     """A training run's log; ``accuracy=None`` stops it before training ends."""
     text = (
         "Setting fixed seed: 1\n***************\n** Arguments **\n***************\n"
@@ -57,14 +58,20 @@ def training_log(accuracy: float | None, marker: str = "Finish training",
         text += "Evaluate on the *val* set\n" + result_block(validation)
     if accuracy is None:
         return text
-    return (text + f"{marker}\nDeploy the last-epoch model\nEvaluate on the *test* set\n"
-            + result_block(accuracy) + "Elapsed: 0:01:02\n")
+    return (
+        text
+        + f"{marker}\nDeploy the last-epoch model\nEvaluate on the *test* set\n"
+        + result_block(accuracy)
+        + "Elapsed: 0:01:02\n"
+    )
 
 
 def eval_log(accuracy: float | None) -> str:
     """An --eval-only run's log; ``accuracy=None`` stops it before the result."""
-    text = ("eval_only: True\nLoading trainer: ProGrad\nLoading weights to prompt_learner from "
-            '"x/prompt_learner/model.pth.tar-50" (epoch = 50)\nEvaluate on the *test* set\n')
+    text = (
+        "eval_only: True\nLoading trainer: ProGrad\nLoading weights to prompt_learner from "
+        '"x/prompt_learner/model.pth.tar-50" (epoch = 50)\nEvaluate on the *test* set\n'
+    )
     return text if accuracy is None else text + result_block(accuracy)
 
 
@@ -76,8 +83,9 @@ def write(run_dir: Path, text: str, name: str = "log.txt") -> Path:
     return path
 
 
-def fewshot_dir(root: Path, dataset: str, trainer: str, shots: int, seed: int,
-                cfg: str = "rn50") -> Path:
+def fewshot_dir(
+    root: Path, dataset: str, trainer: str, shots: int, seed: int, cfg: str = "rn50"
+) -> Path:
     """Run directory of main.sh / xd_train.sh."""
     return root / dataset / trainer / f"{cfg}_{shots}shots" / VARIANT / f"seed{seed}"
 
@@ -154,8 +162,10 @@ def test_one_fewshot_table_per_trainer_mixing_epoch_configs(tmp_path):
     write(fewshot_dir(tmp_path, "eurosat", "ProGrad", 16, 1, cfg="rn50"), training_log(80.0))
     write(fewshot_dir(tmp_path, "eurosat", "CoOp", 16, 1), training_log(78.0))
     tables = fewshot_tables(aggregate(collect_runs(tmp_path).runs))
-    assert [t.title for t in tables] == ["Few-shot accuracy (%): CoOp, rn50",
-                                         "Few-shot accuracy (%): ProGrad, rn50"]
+    assert [t.title for t in tables] == [
+        "Few-shot accuracy (%): CoOp, rn50",
+        "Few-shot accuracy (%): ProGrad, rn50",
+    ]
     assert row(tables[1], "EuroSAT")[1:3] == ["50.00", "80.00"]
 
 
@@ -180,8 +190,15 @@ def test_unfinished_run_is_reported_and_shown_missing(tmp_path):
     assert any("seed2" in problem and "unfinished" in problem for problem in collection.problems)
 
 
-def base2new_dir(root: Path, stage: str, dataset: str, trainer: str, seed: int | None,
-                 shots: int = 4, cfg: str = "rn50_ep100") -> Path:
+def base2new_dir(
+    root: Path,
+    stage: str,
+    dataset: str,
+    trainer: str,
+    seed: int | None,
+    shots: int = 4,
+    cfg: str = "rn50_ep100",
+) -> Path:
     """Run directory of base2new_train.sh / base2new_test.sh (zero-shot: no seed)."""
     path = root / "base2new" / stage / dataset / f"shots_{shots}" / trainer / cfg
     return path if seed is None else path / f"seed{seed}"
@@ -196,11 +213,19 @@ def test_base2new_table_has_base_new_and_harmonic_mean(tmp_path):
     write(base2new_dir(tmp_path, "test_new", "dtd", "ProGrad", 1), eval_log(50.0))
     (table,) = base2new_tables(aggregate(collect_runs(tmp_path).runs))
     assert table.headers == ["Dataset", "Base", "New", "H"]
-    assert row(table, "Caltech101") == ["Caltech101", "81.00 ± 1.00", "61.00 ± 1.00",
-                                        f"{2 * 81 * 61 / (81 + 61):.2f}"]
+    assert row(table, "Caltech101") == [
+        "Caltech101",
+        "81.00 ± 1.00",
+        "61.00 ± 1.00",
+        f"{2 * 81 * 61 / (81 + 61):.2f}",
+    ]
     assert row(table, "Caltech101")[3] == "69.59"
-    assert row(table, "Average") == ["Average", "75.50", "55.50",
-                                     f"{harmonic_mean(75.5, 55.5):.2f}"]
+    assert row(table, "Average") == [
+        "Average",
+        "75.50",
+        "55.50",
+        f"{harmonic_mean(75.5, 55.5):.2f}",
+    ]
 
 
 def test_base2new_base_prefers_test_base_and_falls_back_to_training_log(tmp_path):
@@ -223,16 +248,21 @@ def test_base2new_missing_new_gives_no_harmonic_mean(tmp_path):
     write(base2new_dir(tmp_path, "test_new", "eurosat", "ProGrad", 1), eval_log(60.0))
     (table,) = base2new_tables(aggregate(collect_runs(tmp_path).runs))
     assert row(table, "DTD") == ["DTD", "70.00", MISSING, MISSING]
-    assert row(table, "Average") == ["Average", "75.00", "60.00 (1/2)",
-                                     f"{harmonic_mean(75.0, 60.0):.2f} (partial)"]
+    assert row(table, "Average") == [
+        "Average",
+        "75.00",
+        "60.00 (1/2)",
+        f"{harmonic_mean(75.0, 60.0):.2f} (partial)",
+    ]
 
 
 def test_zero_shot_runs_are_read_from_coop_layout_and_base2new(tmp_path):
     """ZeroshotCLIP/<cfg>/<dataset> and base2new .../shots_0/ZeroshotCLIP/<cfg> need no seed."""
     write(tmp_path / "ZeroshotCLIP" / "rn50" / "caltech101", eval_log(86.3))
     write(tmp_path / "ZeroshotCLIP" / "rn50" / "dtd", eval_log(42.2))
-    write(base2new_dir(tmp_path, "test_new", "dtd", "ZeroshotCLIP", None, 0, "rn50"),
-          eval_log(45.0))
+    write(
+        base2new_dir(tmp_path, "test_new", "dtd", "ZeroshotCLIP", None, 0, "rn50"), eval_log(45.0)
+    )
     stats = aggregate(collect_runs(tmp_path).runs)
     table = zeroshot_table(stats)
     assert table.headers == ["Dataset", "rn50"]
@@ -253,10 +283,28 @@ def test_transfer_tables_split_domain_generalisation_and_cross_dataset(tmp_path)
     write(tmp_path / "ZeroshotCLIP" / "rn50" / "imagenet", eval_log(58.2))
     write(tmp_path / "ZeroshotCLIP" / "rn50" / "imagenet_r", eval_log(56.0))
     dg, xd = transfer_tables(aggregate(collect_runs(tmp_path).runs))
-    assert dg.headers == ["Method", "Backbone", "Shots", "ImageNet (source)", "ImageNet-V2",
-                          "ImageNet-Sketch", "ImageNet-A", "ImageNet-R", "Average (targets)"]
-    assert row(dg, "ProGrad") == ["ProGrad", "rn50", 4, "61.00 ± 1.00", "53.00 ± 1.00",
-                                  MISSING, MISSING, MISSING, "53.00 (1/4)"]
+    assert dg.headers == [
+        "Method",
+        "Backbone",
+        "Shots",
+        "ImageNet (source)",
+        "ImageNet-V2",
+        "ImageNet-Sketch",
+        "ImageNet-A",
+        "ImageNet-R",
+        "Average (targets)",
+    ]
+    assert row(dg, "ProGrad") == [
+        "ProGrad",
+        "rn50",
+        4,
+        "61.00 ± 1.00",
+        "53.00 ± 1.00",
+        MISSING,
+        MISSING,
+        MISSING,
+        "53.00 (1/4)",
+    ]
     assert row(dg, "ZeroshotCLIP")[3:8] == ["58.20", MISSING, MISSING, MISSING, "56.00"]
     assert len(xd.headers) == 4 + 10 + 1
     assert row(xd, "ProGrad")[3:5] == ["61.00 ± 1.00", "86.00 ± 1.00"]
@@ -283,24 +331,33 @@ def write_full_tree(root: Path) -> None:
         for shots in (1, 16):
             for seed in (1, 2):
                 for dataset in ("caltech101", "dtd"):
-                    write(fewshot_dir(root, dataset, trainer, shots, seed),
-                          training_log(60.0 + shots + offset + seed))
+                    write(
+                        fewshot_dir(root, dataset, trainer, shots, seed),
+                        training_log(60.0 + shots + offset + seed),
+                    )
         write(base2new_dir(root, "test_base", "dtd", trainer, 1), eval_log(70.0 + offset))
         write(base2new_dir(root, "test_new", "dtd", trainer, 1), eval_log(50.0 + offset))
     write(root / "ZeroshotCLIP" / "rn50" / "caltech101", eval_log(86.3))
     write(root / "ZeroshotCLIP" / "rn50" / "dtd", eval_log(42.2))
     write(fewshot_dir(root, "imagenet", "CoOp", 4, 1), training_log(60.0))
-    write(root / "evaluation" / "CoOp" / "rn50_4shots" / VARIANT / "imagenet_a" / "seed1",
-          eval_log(23.0))
+    write(
+        root / "evaluation" / "CoOp" / "rn50_4shots" / VARIANT / "imagenet_a" / "seed1",
+        eval_log(23.0),
+    )
 
 
 def test_build_tables_covers_every_protocol_present(tmp_path):
     """Few-shot per trainer, zero-shot, base-to-new per trainer and DG, nothing else."""
     write_full_tree(tmp_path)
     names = [table.name for table in build_tables(aggregate(collect_runs(tmp_path).runs))]
-    assert names == ["fewshot_coop_rn50", "fewshot_prograd_rn50", "zeroshot_clip",
-                     "base2new_coop_rn50_4shots", "base2new_prograd_rn50_4shots",
-                     "domain_generalization"]
+    assert names == [
+        "fewshot_coop_rn50",
+        "fewshot_prograd_rn50",
+        "zeroshot_clip",
+        "base2new_coop_rn50_4shots",
+        "base2new_prograd_rn50_4shots",
+        "domain_generalization",
+    ]
 
 
 def test_accuracy_vs_shots_plot_is_written_as_png(tmp_path):
@@ -331,8 +388,14 @@ def test_cli_prints_tables_and_writes_csv_and_markdown(tmp_path, capsys):
     assert "## Base-to-new accuracy (%): CoOp, rn50, 4 shots" in markdown.read_text()
     with (csv_dir / "summary.csv").open() as handle:
         summary = list(csv.DictReader(handle))
-    prograd = next(r for r in summary if r["trainer"] == "ProGrad" and r["shots"] == "16"
-                   and r["dataset"] == "caltech101" and r["protocol"] == "fewshot")
+    prograd = next(
+        r
+        for r in summary
+        if r["trainer"] == "ProGrad"
+        and r["shots"] == "16"
+        and r["dataset"] == "caltech101"
+        and r["protocol"] == "fewshot"
+    )
     assert (prograd["mean"], prograd["std"], prograd["n_seeds"]) == ("79.5000", "0.5000", "2")
     with (csv_dir / "fewshot_prograd_rn50.csv").open() as handle:
         assert next(csv.reader(handle)) == ["Dataset", "1 shot", "4 shots", "16 shots", "Average"]
@@ -344,7 +407,9 @@ def test_cli_missing_directory_exits_with_clear_error(tmp_path):
     """A path that does not exist exits non-zero with an error naming it."""
     completed = subprocess.run(
         [sys.executable, "tools/parse_results.py", str(tmp_path / "missing")],
-        cwd=REPO_ROOT, capture_output=True, text=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
     )
     assert completed.returncode == 2
     assert "missing" in completed.stderr and "does not exist" in completed.stderr

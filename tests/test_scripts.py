@@ -13,9 +13,21 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASETS = (
-    "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft",
-    "sun397", "dtd", "eurosat", "ucf101", "imagenet", "imagenetv2", "imagenet_sketch",
-    "imagenet_a", "imagenet_r",
+    "caltech101",
+    "oxford_pets",
+    "stanford_cars",
+    "oxford_flowers",
+    "food101",
+    "fgvc_aircraft",
+    "sun397",
+    "dtd",
+    "eurosat",
+    "ucf101",
+    "imagenet",
+    "imagenetv2",
+    "imagenet_sketch",
+    "imagenet_a",
+    "imagenet_r",
 )
 CONFIGS = ("rn50", "rn50_ep50", "rn50_ep100", "vit_b16", "vit_b16_ep50", "vit_b16_ep100")
 VARIANT = "nctx16_cscFalse_ctpend"
@@ -75,13 +87,15 @@ def repo(tmp_path: Path) -> Path:
         (root / "configs" / "trainers" / trainer).mkdir(parents=True)
         for config in CONFIGS:
             (root / "configs" / "trainers" / trainer / f"{config}.yaml").touch()
-    (root / "train.py").write_text(FAKE_TRAIN_PY.format(
-        log=COMPLETE_TRAINING_LOG.format(marker="Finish training")))
+    (root / "train.py").write_text(
+        FAKE_TRAIN_PY.format(log=COMPLETE_TRAINING_LOG.format(marker="Finish training"))
+    )
     return root
 
 
-def run_script(repo: Path, script: str, *args: str,
-               **env: str | None) -> subprocess.CompletedProcess:
+def run_script(
+    repo: Path, script: str, *args: str, **env: str | None
+) -> subprocess.CompletedProcess:
     """Runs ``bash scripts/<script> args`` from the repo root with DRY_RUN=1 and DATA set.
 
     Keyword arguments set environment variables; None removes one.
@@ -89,8 +103,14 @@ def run_script(repo: Path, script: str, *args: str,
     environment = {"PATH": os.environ["PATH"], "DRY_RUN": "1", "DATA": "/datasets"}
     environment.update(env)
     environment = {key: value for key, value in environment.items() if value is not None}
-    return subprocess.run(["bash", f"scripts/{script}", *args], cwd=repo, env=environment,
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        ["bash", f"scripts/{script}", *args],
+        cwd=repo,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def commands(repo: Path, script: str, *args: str, **env: str | None) -> list[list[str]]:
@@ -120,23 +140,44 @@ def test_prograd_main_prints_official_command_per_seed(repo):
     lines = commands(repo, "prograd/main.sh", "caltech101", "rn50", "16")
     directory = f"output/caltech101/ProGrad/rn50_16shots/{VARIANT}/seed1"
     assert lines[0] == [
-        "python", "train.py", "--root", "/datasets", "--seed", "1", "--trainer", "ProGrad",
-        "--dataset-config-file", "configs/datasets/caltech101.yaml",
-        "--config-file", "configs/trainers/ProGrad/rn50.yaml", "--output-dir", directory,
-        "LOSS.LAMBDA", "1.0", "TRAINER.COOP.N_CTX", "16", "TRAINER.COOP.CSC", "False",
-        "TRAINER.COOP.CLASS_TOKEN_POSITION", "end", "DATASET.NUM_SHOTS", "16",
-        "OPTIM.MAX_EPOCH", "200",
+        "python",
+        "train.py",
+        "--root",
+        "/datasets",
+        "--seed",
+        "1",
+        "--trainer",
+        "ProGrad",
+        "--dataset-config-file",
+        "configs/datasets/caltech101.yaml",
+        "--config-file",
+        "configs/trainers/ProGrad/rn50.yaml",
+        "--output-dir",
+        directory,
+        "LOSS.LAMBDA",
+        "1.0",
+        "TRAINER.COOP.N_CTX",
+        "16",
+        "TRAINER.COOP.CSC",
+        "False",
+        "TRAINER.COOP.CLASS_TOKEN_POSITION",
+        "end",
+        "DATASET.NUM_SHOTS",
+        "16",
+        "OPTIM.MAX_EPOCH",
+        "200",
     ]
     assert [option(line, "--seed") for line in lines] == ["1", "2", "3"]
     assert [option(line, "--output-dir") for line in lines] == [
-        directory.replace("seed1", f"seed{seed}") for seed in (1, 2, 3)]
+        directory.replace("seed1", f"seed{seed}") for seed in (1, 2, 3)
+    ]
 
 
 @pytest.mark.parametrize("shots", [1, 2, 4, 8, 16])
-@pytest.mark.parametrize("dataset", ["oxford_flowers", "dtd", "eurosat", "caltech101",
-                                     "food101", "imagenet"])
-def test_prograd_lambda_is_0_8_only_for_flowers_dtd_eurosat_at_8_and_16_shots(repo, dataset,
-                                                                               shots):
+@pytest.mark.parametrize(
+    "dataset", ["oxford_flowers", "dtd", "eurosat", "caltech101", "food101", "imagenet"]
+)
+def test_prograd_lambda_is_0_8_only_for_flowers_dtd_eurosat_at_8_and_16_shots(repo, dataset, shots):
     """λ = 0.8 exactly for oxford_flowers/dtd/eurosat at 8 and 16 shots, 1.0 otherwise."""
     lines = commands(repo, "prograd/main.sh", dataset, "rn50", str(shots), SEEDS="1")
     special = dataset in ("oxford_flowers", "dtd", "eurosat") and shots >= 8
@@ -155,11 +196,19 @@ def test_coop_main_passes_no_lambda(repo):
     assert "LAMBDA=0.5 is ignored" in completed.stderr
 
 
-@pytest.mark.parametrize(("dataset", "shots", "epochs"), [
-    ("caltech101", 1, "50"), ("caltech101", 2, "100"), ("caltech101", 4, "100"),
-    ("caltech101", 8, "200"), ("caltech101", 16, "200"),
-    ("imagenet", 1, "50"), ("imagenet", 4, "50"), ("imagenet", 16, "50"),
-])
+@pytest.mark.parametrize(
+    ("dataset", "shots", "epochs"),
+    [
+        ("caltech101", 1, "50"),
+        ("caltech101", 2, "100"),
+        ("caltech101", 4, "100"),
+        ("caltech101", 8, "200"),
+        ("caltech101", 16, "200"),
+        ("imagenet", 1, "50"),
+        ("imagenet", 4, "50"),
+        ("imagenet", 16, "50"),
+    ],
+)
 def test_epochs_follow_shots_and_imagenet_is_always_50(repo, dataset, shots, epochs):
     """OPTIM.MAX_EPOCH: 1 shot 50, 2-4 shots 100, 8-16 shots 200; ImageNet 50 at any shots."""
     for script in ("prograd/main.sh", "coop/main.sh"):
@@ -169,26 +218,46 @@ def test_epochs_follow_shots_and_imagenet_is_always_50(repo, dataset, shots, epo
 
 def test_environment_overrides_every_setting(repo):
     """SEEDS, NCTX, CSC, CTP, EPOCHS, LAMBDA, OUTPUT, PYTHON replace the defaults."""
-    lines = commands(repo, "prograd/main.sh", "dtd", "vit_b16", "2", SEEDS="5 9", NCTX="4",
-                     CSC="True", CTP="middle", EPOCHS="7", LAMBDA="0.5", OUTPUT="/runs",
-                     PYTHON="python3")
+    lines = commands(
+        repo,
+        "prograd/main.sh",
+        "dtd",
+        "vit_b16",
+        "2",
+        SEEDS="5 9",
+        NCTX="4",
+        CSC="True",
+        CTP="middle",
+        EPOCHS="7",
+        LAMBDA="0.5",
+        OUTPUT="/runs",
+        PYTHON="python3",
+    )
     assert [option(line, "--seed") for line in lines] == ["5", "9"]
     first = lines[0]
     assert first[:2] == ["python3", "train.py"]
     assert option(first, "--config-file") == "configs/trainers/ProGrad/vit_b16.yaml"
-    assert [option(first, key) for key in ("TRAINER.COOP.N_CTX", "TRAINER.COOP.CSC",
-                                           "TRAINER.COOP.CLASS_TOKEN_POSITION",
-                                           "OPTIM.MAX_EPOCH", "LOSS.LAMBDA")] == [
-        "4", "True", "middle", "7", "0.5"]
+    assert [
+        option(first, key)
+        for key in (
+            "TRAINER.COOP.N_CTX",
+            "TRAINER.COOP.CSC",
+            "TRAINER.COOP.CLASS_TOKEN_POSITION",
+            "OPTIM.MAX_EPOCH",
+            "LOSS.LAMBDA",
+        )
+    ] == ["4", "True", "middle", "7", "0.5"]
     # Overrides of λ and epochs get their own directory, never the paper-default run's.
     assert option(first, "--output-dir") == (
-        "/runs/dtd/ProGrad/vit_b16_2shots/nctx4_cscTrue_ctpmiddle_lambda0.5_epochs7/seed5")
+        "/runs/dtd/ProGrad/vit_b16_2shots/nctx4_cscTrue_ctpmiddle_lambda0.5_epochs7/seed5"
+    )
 
 
 def test_lambda_equal_to_the_default_keeps_the_official_directory(repo):
     """LAMBDA=0.80 on flowers at 16 shots is the default: same directory, no suffix."""
-    lines = commands(repo, "prograd/main.sh", "oxford_flowers", "rn50", "16", SEEDS="1",
-                     LAMBDA="0.80")
+    lines = commands(
+        repo, "prograd/main.sh", "oxford_flowers", "rn50", "16", SEEDS="1", LAMBDA="0.80"
+    )
     assert option(lines[0], "--output-dir").endswith(f"rn50_16shots/{VARIANT}/seed1")
 
 
@@ -228,8 +297,11 @@ def test_unfinished_run_is_rerun_and_nothing_is_deleted(repo):
 
 def test_data_unset_is_a_clear_error(repo):
     """Without DATA every script stops before printing any command, naming DATA."""
-    for script, args in (("prograd/main.sh", ("dtd", "rn50", "1")),
-                         ("coop/base2new_train.sh", ("dtd",)), ("zeroshot.sh", ("dtd", "rn50"))):
+    for script, args in (
+        ("prograd/main.sh", ("dtd", "rn50", "1")),
+        ("coop/base2new_train.sh", ("dtd",)),
+        ("zeroshot.sh", ("dtd", "rn50")),
+    ):
         completed = run_script(repo, script, *args, DATA=None)
         assert completed.returncode != 0
         assert completed.stdout == ""
@@ -238,8 +310,9 @@ def test_data_unset_is_a_clear_error(repo):
 
 def test_missing_data_directory_is_an_error_outside_dry_run(repo):
     """A real run checks that DATA is a directory."""
-    completed = run_script(repo, "prograd/main.sh", "dtd", "rn50", "1", DRY_RUN=None,
-                           DATA=str(repo / "no-such-dir"))
+    completed = run_script(
+        repo, "prograd/main.sh", "dtd", "rn50", "1", DRY_RUN=None, DATA=str(repo / "no-such-dir")
+    )
     assert completed.returncode != 0
     assert "no-such-dir is not a directory" in completed.stderr
 
@@ -262,9 +335,13 @@ def test_bad_names_and_values_are_clear_errors(repo):
 
 def test_scripts_must_run_from_the_repository_root(repo):
     """Run from elsewhere, a script says to cd to the repository root."""
-    completed = subprocess.run(["bash", str(repo / "scripts/prograd/main.sh"), "dtd", "rn50", "1"],
-                               cwd=repo.parent, capture_output=True, text=True,
-                               env={"PATH": os.environ["PATH"], "DATA": "/d", "DRY_RUN": "1"})
+    completed = subprocess.run(
+        ["bash", str(repo / "scripts/prograd/main.sh"), "dtd", "rn50", "1"],
+        cwd=repo.parent,
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "DATA": "/d", "DRY_RUN": "1"},
+    )
     assert completed.returncode != 0 and "repository root" in completed.stderr
 
 
@@ -276,9 +353,12 @@ def test_base2new_train_uses_official_settings(repo, trainer):
     assert option(line, "--trainer") == trainer
     assert option(line, "--config-file") == f"configs/trainers/{trainer}/rn50_ep100.yaml"
     assert option(line, "--output-dir") == (
-        f"output/base2new/train_base/caltech101/shots_4/{trainer}/rn50_ep100/seed1")
-    assert [option(line, key) for key in ("DATASET.NUM_SHOTS", "DATASET.SUBSAMPLE_CLASSES",
-                                          "OPTIM.MAX_EPOCH")] == ["4", "base", "100"]
+        f"output/base2new/train_base/caltech101/shots_4/{trainer}/rn50_ep100/seed1"
+    )
+    assert [
+        option(line, key)
+        for key in ("DATASET.NUM_SHOTS", "DATASET.SUBSAMPLE_CLASSES", "OPTIM.MAX_EPOCH")
+    ] == ["4", "base", "100"]
     assert ("LOSS.LAMBDA" in line) == (trainer == "ProGrad")
     if trainer == "ProGrad":
         assert option(line, "LOSS.LAMBDA") == "1.0"
@@ -292,8 +372,9 @@ def test_base2new_test_evaluates_base_and_new_with_the_trained_model(repo, train
     """Per seed: --eval-only on base then new, loading the train_base model at epoch 100."""
     lines = commands(repo, f"{trainer.lower()}/base2new_test.sh", "dtd")
     assert len(lines) == 6
-    for line, (seed, sub) in zip(lines, [(s, sub) for s in (1, 2, 3) for sub in ("base", "new")],
-                                 strict=True):
+    for line, (seed, sub) in zip(
+        lines, [(s, sub) for s in (1, 2, 3) for sub in ("base", "new")], strict=True
+    ):
         common = f"dtd/shots_4/{trainer}/rn50_ep100/seed{seed}"
         assert "--eval-only" in line
         assert option(line, "--model-dir") == f"output/base2new/train_base/{common}"
@@ -315,13 +396,15 @@ def test_base2new_test_skips_finished_evaluation_and_honours_subs(repo):
 def test_evaluation_without_checkpoint_is_an_error_outside_dry_run(repo):
     """A real base2new_test / xd_test run needs the trained checkpoint and says how to get it."""
     (repo / "data").mkdir()
-    completed = run_script(repo, "prograd/base2new_test.sh", "dtd", DRY_RUN=None,
-                           DATA=str(repo / "data"))
+    completed = run_script(
+        repo, "prograd/base2new_test.sh", "dtd", DRY_RUN=None, DATA=str(repo / "data")
+    )
     assert completed.returncode != 0
     assert "prompt_learner/model.pth.tar-100" in completed.stderr
     assert "bash scripts/prograd/base2new_train.sh dtd" in completed.stderr
-    completed = run_script(repo, "coop/xd_test.sh", "imagenet_a", DRY_RUN=None,
-                           DATA=str(repo / "data"))
+    completed = run_script(
+        repo, "coop/xd_test.sh", "imagenet_a", DRY_RUN=None, DATA=str(repo / "data")
+    )
     assert "bash scripts/coop/xd_train.sh" in completed.stderr
 
 
@@ -343,7 +426,8 @@ def test_xd_test_evaluates_the_imagenet_model_on_a_target(repo, trainer):
     lines = commands(repo, f"{trainer.lower()}/xd_test.sh", "imagenet_sketch")
     common = f"{trainer}/rn50_4shots/{VARIANT}"
     assert [option(line, "--output-dir") for line in lines] == [
-        f"output/evaluation/{common}/imagenet_sketch/seed{seed}" for seed in (1, 2, 3)]
+        f"output/evaluation/{common}/imagenet_sketch/seed{seed}" for seed in (1, 2, 3)
+    ]
     line = lines[0]
     assert option(line, "--dataset-config-file") == "configs/datasets/imagenet_sketch.yaml"
     assert option(line, "--model-dir") == f"output/imagenet/{common}/seed1"
@@ -356,10 +440,19 @@ def test_zeroshot_evaluates_with_coop_config_without_seed(repo):
     """zeroshot.sh: ZeroshotCLIP, CoOp's config, --eval-only; SUBS adds base/new directories."""
     (line,) = commands(repo, "zeroshot.sh", "dtd", "rn50")
     assert line == [
-        "python", "train.py", "--root", "/datasets", "--trainer", "ZeroshotCLIP",
-        "--dataset-config-file", "configs/datasets/dtd.yaml",
-        "--config-file", "configs/trainers/CoOp/rn50.yaml",
-        "--output-dir", "output/ZeroshotCLIP/rn50/dtd", "--eval-only",
+        "python",
+        "train.py",
+        "--root",
+        "/datasets",
+        "--trainer",
+        "ZeroshotCLIP",
+        "--dataset-config-file",
+        "configs/datasets/dtd.yaml",
+        "--config-file",
+        "configs/trainers/CoOp/rn50.yaml",
+        "--output-dir",
+        "output/ZeroshotCLIP/rn50/dtd",
+        "--eval-only",
     ]
     base, new = commands(repo, "zeroshot.sh", "dtd", "rn50", SUBS="base new")
     assert option(base, "--output-dir") == "output/base2new/test_base/dtd/shots_0/ZeroshotCLIP/rn50"
@@ -369,8 +462,12 @@ def test_zeroshot_evaluates_with_coop_config_without_seed(repo):
 def test_real_run_calls_train_py_then_skips_the_finished_runs(repo):
     """Without DRY_RUN the command runs; a second call finds complete logs and runs nothing."""
     (repo / "data").mkdir()
-    settings = {"DRY_RUN": None, "DATA": str(repo / "data"), "SEEDS": "1 2",
-                "PYTHON": sys.executable}
+    settings = {
+        "DRY_RUN": None,
+        "DATA": str(repo / "data"),
+        "SEEDS": "1 2",
+        "PYTHON": sys.executable,
+    }
     completed = run_script(repo, "prograd/main.sh", "eurosat", "rn50", "8", **settings)
     assert completed.returncode == 0, completed.stderr
     calls = (repo / "calls.txt").read_text().splitlines()
@@ -385,8 +482,16 @@ def test_failed_run_stops_the_script_with_its_directory(repo):
     """A train.py failure ends the script non-zero, naming the run to look at."""
     (repo / "data").mkdir()
     (repo / "train.py").write_text("raise SystemExit(3)\n")
-    completed = run_script(repo, "coop/main.sh", "dtd", "rn50", "1", DRY_RUN=None,
-                           DATA=str(repo / "data"), PYTHON=sys.executable)
+    completed = run_script(
+        repo,
+        "coop/main.sh",
+        "dtd",
+        "rn50",
+        "1",
+        DRY_RUN=None,
+        DATA=str(repo / "data"),
+        PYTHON=sys.executable,
+    )
     assert completed.returncode != 0
     assert "the run in output/dtd/CoOp/rn50_1shots" in completed.stderr
     assert "seed2" not in completed.stderr
@@ -395,15 +500,21 @@ def test_failed_run_stops_the_script_with_its_directory(repo):
 def test_extra_opts_end_every_train_py_command_of_every_protocol(repo):
     """EXTRA_OPTS KEY VALUE pairs close every protocol's commands; a lone word is an error."""
     extra = ["MODEL.BACKBONE.PATH", "/models/RN50.pt", "INPUT.SIZE", "(32,32)"]
-    calls = [("prograd/main.sh", "dtd", "rn50", "1"), ("coop/main.sh", "dtd", "rn50", "1"),
-             ("prograd/base2new_train.sh", "dtd"), ("coop/base2new_test.sh", "dtd"),
-             ("prograd/xd_train.sh",), ("coop/xd_test.sh", "imagenetv2"),
-             ("zeroshot.sh", "dtd", "rn50")]
+    calls = [
+        ("prograd/main.sh", "dtd", "rn50", "1"),
+        ("coop/main.sh", "dtd", "rn50", "1"),
+        ("prograd/base2new_train.sh", "dtd"),
+        ("coop/base2new_test.sh", "dtd"),
+        ("prograd/xd_train.sh",),
+        ("coop/xd_test.sh", "imagenetv2"),
+        ("zeroshot.sh", "dtd", "rn50"),
+    ]
     for call in calls:
         lines = commands(repo, *call, EXTRA_OPTS="  ".join(extra))
-        assert lines and all(line[-len(extra):] == extra for line in lines), call
+        assert lines and all(line[-len(extra) :] == extra for line in lines), call
         assert commands(repo, *call)[0][-1] != extra[-1]  # unset: nothing appended
-    completed = run_script(repo, "prograd/main.sh", "dtd", "rn50", "1",
-                           EXTRA_OPTS="MODEL.BACKBONE.PATH")
+    completed = run_script(
+        repo, "prograd/main.sh", "dtd", "rn50", "1", EXTRA_OPTS="MODEL.BACKBONE.PATH"
+    )
     assert completed.returncode != 0 and completed.stdout == ""
-    assert "EXTRA_OPTS=\"MODEL.BACKBONE.PATH\" has 1 words, not KEY VALUE pairs" in completed.stderr
+    assert 'EXTRA_OPTS="MODEL.BACKBONE.PATH" has 1 words, not KEY VALUE pairs' in completed.stderr

@@ -33,12 +33,21 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("output_dir", type=Path, help="root the run scripts wrote to")
-    parser.add_argument("--csv", type=Path, metavar="DIR",
-                        help="write one CSV per table, summary.csv and runs.csv into DIR")
-    parser.add_argument("--markdown", type=Path, metavar="FILE",
-                        help="write all tables to this markdown file")
-    parser.add_argument("--plot", type=Path, metavar="FILE.png",
-                        help="write the accuracy-vs-shots figure to this PNG file")
+    parser.add_argument(
+        "--csv",
+        type=Path,
+        metavar="DIR",
+        help="write one CSV per table, summary.csv and runs.csv into DIR",
+    )
+    parser.add_argument(
+        "--markdown", type=Path, metavar="FILE", help="write all tables to this markdown file"
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE.png",
+        help="write the accuracy-vs-shots figure to this PNG file",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -49,8 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     for problem in collection.problems:
         print(f"note: {problem}", file=sys.stderr)
     if not collection.runs:
-        print(f"error: no finished run under {args.output_dir}; the layouts read are listed in "
-              "tools/results.py.", file=sys.stderr)
+        print(
+            f"error: no finished run under {args.output_dir}; the layouts read are listed in "
+            "tools/results.py.",
+            file=sys.stderr,
+        )
         return 1
 
     stats = aggregate(collection.runs)

@@ -30,18 +30,37 @@ from pathlib import Path
 from tabulate import tabulate
 
 FEWSHOT_DATASETS = (
-    "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-    "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101",
+    "imagenet",
+    "caltech101",
+    "oxford_pets",
+    "stanford_cars",
+    "oxford_flowers",
+    "food101",
+    "fgvc_aircraft",
+    "sun397",
+    "dtd",
+    "eurosat",
+    "ucf101",
 )
 SOURCE_DATASET = "imagenet"
 DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 XD_TARGETS = FEWSHOT_DATASETS[1:]
 DISPLAY_NAMES = {
-    "imagenet": "ImageNet", "caltech101": "Caltech101", "oxford_pets": "OxfordPets",
-    "stanford_cars": "StanfordCars", "oxford_flowers": "Flowers102", "food101": "Food101",
-    "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DTD", "eurosat": "EuroSAT",
-    "ucf101": "UCF101", "imagenetv2": "ImageNet-V2", "imagenet_sketch": "ImageNet-Sketch",
-    "imagenet_a": "ImageNet-A", "imagenet_r": "ImageNet-R",
+    "imagenet": "ImageNet",
+    "caltech101": "Caltech101",
+    "oxford_pets": "OxfordPets",
+    "stanford_cars": "StanfordCars",
+    "oxford_flowers": "Flowers102",
+    "food101": "Food101",
+    "fgvc_aircraft": "FGVCAircraft",
+    "sun397": "SUN397",
+    "dtd": "DTD",
+    "eurosat": "EuroSAT",
+    "ucf101": "UCF101",
+    "imagenetv2": "ImageNet-V2",
+    "imagenet_sketch": "ImageNet-Sketch",
+    "imagenet_a": "ImageNet-A",
+    "imagenet_r": "ImageNet-R",
 }
 TRAINER_ORDER = ("ZeroshotCLIP", "CoOp", "ProGrad")
 ZERO_SHOT = "ZeroshotCLIP"
@@ -170,16 +189,30 @@ def classify(parts: Sequence[str]) -> tuple[Setting, int | None, bool] | None:
         cfg = _B2N_CFG_DIR.fullmatch(cfg_dir)
         if shots is None or cfg is None or (seed is None and trainer != ZERO_SHOT):
             return None
-        setting = Setting("base2new", trainer, backbone_of(cfg.group(1)), cfg.group(2) or "",
-                          int(shots.group(1)), dataset, _B2N_STAGES[stage])
+        setting = Setting(
+            "base2new",
+            trainer,
+            backbone_of(cfg.group(1)),
+            cfg.group(2) or "",
+            int(shots.group(1)),
+            dataset,
+            _B2N_STAGES[stage],
+        )
         return setting, seed, stage == "train_base"
 
     if len(body) >= 5 and body[-5] == "evaluation" and seed is not None:
         trainer, shots_dir, variant, dataset = body[-4:]
         if (shots := _SHOTS_DIR.fullmatch(shots_dir)) is None:
             return None
-        setting = Setting("transfer", trainer, backbone_of(shots.group(1)), variant,
-                          int(shots.group(2)), dataset, "all")
+        setting = Setting(
+            "transfer",
+            trainer,
+            backbone_of(shots.group(1)),
+            variant,
+            int(shots.group(2)),
+            dataset,
+            "all",
+        )
         return setting, seed, False
 
     if len(body) >= 3 and body[-3] == ZERO_SHOT:
@@ -190,8 +223,15 @@ def classify(parts: Sequence[str]) -> tuple[Setting, int | None, bool] | None:
         dataset, trainer, shots_dir, variant = body[-4:]
         if (shots := _SHOTS_DIR.fullmatch(shots_dir)) is None:
             return None
-        setting = Setting("fewshot", trainer, backbone_of(shots.group(1)), variant,
-                          int(shots.group(2)), dataset, "all")
+        setting = Setting(
+            "fewshot",
+            trainer,
+            backbone_of(shots.group(1)),
+            variant,
+            int(shots.group(2)),
+            dataset,
+            "all",
+        )
         return setting, seed, True
     return None
 
@@ -296,8 +336,9 @@ def _mean(stat: Stat | None) -> float | None:
 
 def _dataset_order(datasets: Iterable[str]) -> list[str]:
     known = list(FEWSHOT_DATASETS + DG_TARGETS)
-    return sorted(set(datasets), key=lambda name: (known.index(name) if name in known
-                                                   else len(known), name))
+    return sorted(
+        set(datasets), key=lambda name: (known.index(name) if name in known else len(known), name)
+    )
 
 
 def _trainer_rank(trainer: str) -> tuple[int, str]:
@@ -323,43 +364,68 @@ def fewshot_tables(stats: dict[Setting, Stat]) -> list[Table]:
     fewshot = {s: stat for s, stat in stats.items() if s.protocol == "fewshot" and s.shots > 0}
     datasets = _dataset_order(s.dataset for s in fewshot)
     shots = sorted({s.shots for s in fewshot})
-    methods = sorted({(s.trainer, s.backbone, s.variant) for s in fewshot},
-                     key=lambda m: (m[1], _trainer_rank(m[0]), m[2]))
+    methods = sorted(
+        {(s.trainer, s.backbone, s.variant) for s in fewshot},
+        key=lambda m: (m[1], _trainer_rank(m[0]), m[2]),
+    )
     tables = []
     for trainer, backbone, variant in methods:
-        grid = [[fewshot.get(Setting("fewshot", trainer, backbone, variant, k, dataset, "all"))
-                 for k in shots] for dataset in datasets]
-        rows = [[display(dataset)] + [format_stat(stat) for stat in cells]
-                + [format_average([_mean(stat) for stat in cells])]
-                for dataset, cells in zip(datasets, grid, strict=True)]
+        grid = [
+            [
+                fewshot.get(Setting("fewshot", trainer, backbone, variant, k, dataset, "all"))
+                for k in shots
+            ]
+            for dataset in datasets
+        ]
+        rows = [
+            [display(dataset)]
+            + [format_stat(stat) for stat in cells]
+            + [format_average([_mean(stat) for stat in cells])]
+            for dataset, cells in zip(datasets, grid, strict=True)
+        ]
         columns = [[_mean(row[i]) for row in grid] for i in range(len(shots))]
-        rows.append(["Average"] + [format_average(column) for column in columns]
-                    + [format_average([_mean(stat) for row in grid for stat in row])])
-        tables.append(Table(
-            _slug("fewshot", trainer, backbone, variant if variant != DEFAULT_VARIANT else ""),
-            f"Few-shot accuracy (%): {method_label(trainer, variant)}, {backbone}",
-            ["Dataset"] + [f"{k} shot{'s' if k > 1 else ''}" for k in shots] + ["Average"],
-            rows,
-        ))
+        rows.append(
+            ["Average"]
+            + [format_average(column) for column in columns]
+            + [format_average([_mean(stat) for row in grid for stat in row])]
+        )
+        tables.append(
+            Table(
+                _slug("fewshot", trainer, backbone, variant if variant != DEFAULT_VARIANT else ""),
+                f"Few-shot accuracy (%): {method_label(trainer, variant)}, {backbone}",
+                ["Dataset"] + [f"{k} shot{'s' if k > 1 else ''}" for k in shots] + ["Average"],
+                rows,
+            )
+        )
     return tables
 
 
 def zeroshot_table(stats: dict[Setting, Stat]) -> Table | None:
     """Zero-shot CLIP accuracy per dataset and backbone, or None when there is none."""
-    zeroshot = {s: stat for s, stat in stats.items()
-                if s.protocol == "fewshot" and s.trainer == ZERO_SHOT}
+    zeroshot = {
+        s: stat for s, stat in stats.items() if s.protocol == "fewshot" and s.trainer == ZERO_SHOT
+    }
     if not zeroshot:
         return None
     datasets = _dataset_order(s.dataset for s in zeroshot)
     backbones = sorted({s.backbone for s in zeroshot})
-    grid = [[zeroshot.get(Setting("fewshot", ZERO_SHOT, backbone, "", 0, dataset, "all"))
-             for backbone in backbones] for dataset in datasets]
-    rows = [[display(dataset)] + [format_stat(stat) for stat in cells]
-            for dataset, cells in zip(datasets, grid, strict=True)]
+    grid = [
+        [
+            zeroshot.get(Setting("fewshot", ZERO_SHOT, backbone, "", 0, dataset, "all"))
+            for backbone in backbones
+        ]
+        for dataset in datasets
+    ]
+    rows = [
+        [display(dataset)] + [format_stat(stat) for stat in cells]
+        for dataset, cells in zip(datasets, grid, strict=True)
+    ]
     # The few-shot benchmark's average leaves out the ImageNet variants (transfer targets).
     benchmark = [i for i, dataset in enumerate(datasets) if dataset not in DG_TARGETS]
-    rows.append(["Average"] + [format_average([_mean(grid[i][j]) for i in benchmark])
-                               for j in range(len(backbones))])
+    rows.append(
+        ["Average"]
+        + [format_average([_mean(grid[i][j]) for i in benchmark]) for j in range(len(backbones))]
+    )
     return Table("zeroshot_clip", "Zero-shot CLIP accuracy (%)", ["Dataset"] + backbones, rows)
 
 
@@ -367,14 +433,18 @@ def base2new_tables(stats: dict[Setting, Stat]) -> list[Table]:
     """Base / new / harmonic mean per dataset, per (trainer, backbone, variant, shots)."""
     b2n = {s: stat for s, stat in stats.items() if s.protocol == "base2new"}
     datasets = _dataset_order(s.dataset for s in b2n)
-    methods = sorted({(s.trainer, s.backbone, s.variant, s.shots) for s in b2n},
-                     key=lambda m: (m[1], m[3] != 0, m[3], _trainer_rank(m[0]), m[2]))
+    methods = sorted(
+        {(s.trainer, s.backbone, s.variant, s.shots) for s in b2n},
+        key=lambda m: (m[1], m[3] != 0, m[3], _trainer_rank(m[0]), m[2]),
+    )
     tables = []
     for trainer, backbone, variant, shots in methods:
         rows, bases, news = [], [], []
         for dataset in datasets:
-            base, new = (b2n.get(Setting("base2new", trainer, backbone, variant, shots, dataset,
-                                         split)) for split in ("base", "new"))
+            base, new = (
+                b2n.get(Setting("base2new", trainer, backbone, variant, shots, dataset, split))
+                for split in ("base", "new")
+            )
             bases.append(_mean(base))
             news.append(_mean(new))
             both = base is not None and new is not None
@@ -387,13 +457,15 @@ def base2new_tables(stats: dict[Setting, Stat]) -> list[Table]:
             if None in bases or None in news:
                 hm += " (partial)"
         rows.append(["Average", format_average(bases), format_average(news), hm])
-        tables.append(Table(
-            _slug("base2new", trainer, backbone, variant, f"{shots}shots"),
-            f"Base-to-new accuracy (%): {method_label(trainer, variant)}, {backbone}, "
-            f"{shots} shots",
-            ["Dataset", "Base", "New", "H"],
-            rows,
-        ))
+        tables.append(
+            Table(
+                _slug("base2new", trainer, backbone, variant, f"{shots}shots"),
+                f"Base-to-new accuracy (%): {method_label(trainer, variant)}, {backbone}, "
+                f"{shots} shots",
+                ["Dataset", "Base", "New", "H"],
+                rows,
+            )
+        )
     return tables
 
 
@@ -406,26 +478,37 @@ def transfer_tables(stats: dict[Setting, Stat]) -> list[Table]:
         ("domain_generalization", "Domain generalisation accuracy (%)", DG_TARGETS),
         ("cross_dataset", "Cross-dataset transfer accuracy (%)", XD_TARGETS),
     ):
-        methods = {(s.trainer, s.backbone, s.variant, s.shots)
-                   for s in transfer if s.dataset in targets}
+        methods = {
+            (s.trainer, s.backbone, s.variant, s.shots) for s in transfer if s.dataset in targets
+        }
         if not methods:
             continue
-        zeroshot_backbones = {s.backbone for s in fewshot
-                              if s.trainer == ZERO_SHOT and s.dataset in targets}
+        zeroshot_backbones = {
+            s.backbone for s in fewshot if s.trainer == ZERO_SHOT and s.dataset in targets
+        }
         methods |= {(ZERO_SHOT, backbone, "", 0) for backbone in zeroshot_backbones}
         rows = []
         for trainer, backbone, variant, shots in sorted(
-                methods, key=lambda m: (m[1], _trainer_rank(m[0]), m[3], m[2])):
-            source = fewshot.get(Setting("fewshot", trainer, backbone, variant, shots,
-                                         SOURCE_DATASET, "all"))
+            methods, key=lambda m: (m[1], _trainer_rank(m[0]), m[3], m[2])
+        ):
+            source = fewshot.get(
+                Setting("fewshot", trainer, backbone, variant, shots, SOURCE_DATASET, "all")
+            )
             protocol = "fewshot" if trainer == ZERO_SHOT else "transfer"
-            cells = [stats.get(Setting(protocol, trainer, backbone, variant, shots, target,
-                                       "all")) for target in targets]
-            rows.append([method_label(trainer, variant), backbone, shots, format_stat(source)]
-                        + [format_stat(cell) for cell in cells]
-                        + [format_average([_mean(cell) for cell in cells])])
-        headers = (["Method", "Backbone", "Shots", "ImageNet (source)"]
-                   + [display(target) for target in targets] + ["Average (targets)"])
+            cells = [
+                stats.get(Setting(protocol, trainer, backbone, variant, shots, target, "all"))
+                for target in targets
+            ]
+            rows.append(
+                [method_label(trainer, variant), backbone, shots, format_stat(source)]
+                + [format_stat(cell) for cell in cells]
+                + [format_average([_mean(cell) for cell in cells])]
+            )
+        headers = (
+            ["Method", "Backbone", "Shots", "ImageNet (source)"]
+            + [display(target) for target in targets]
+            + ["Average (targets)"]
+        )
         tables.append(Table(name, title, headers, rows))
     return tables
 
@@ -433,14 +516,17 @@ def transfer_tables(stats: dict[Setting, Stat]) -> list[Table]:
 def build_tables(stats: dict[Setting, Stat]) -> list[Table]:
     """All the paper's tables that the results allow, in the paper's order."""
     zeroshot = zeroshot_table(stats)
-    return (fewshot_tables(stats) + ([zeroshot] if zeroshot else [])
-            + base2new_tables(stats) + transfer_tables(stats))
+    return (
+        fewshot_tables(stats)
+        + ([zeroshot] if zeroshot else [])
+        + base2new_tables(stats)
+        + transfer_tables(stats)
+    )
 
 
 def render(table: Table, table_format: str = "github") -> str:
     """The table as text, its title above it."""
-    body = tabulate(table.rows, headers=table.headers, tablefmt=table_format,
-                    disable_numparse=True)
+    body = tabulate(table.rows, headers=table.headers, tablefmt=table_format, disable_numparse=True)
     return f"{table.title}\n\n{body}\n"
 
 
@@ -451,8 +537,9 @@ def write_markdown(path: Path | str, tables: Sequence[Table], root: Path | str) 
     Path(path).write_text("\n".join(sections), encoding="utf-8")
 
 
-def write_csvs(folder: Path | str, tables: Sequence[Table], stats: dict[Setting, Stat],
-               runs: Sequence[Run]) -> list[Path]:
+def write_csvs(
+    folder: Path | str, tables: Sequence[Table], stats: dict[Setting, Stat], runs: Sequence[Run]
+) -> list[Path]:
     """One CSV per table (formatted cells), plus summary.csv (numbers per setting) and
     runs.csv (one row per seed with its log). Returns the paths written."""
     folder = Path(folder)
@@ -461,24 +548,38 @@ def write_csvs(folder: Path | str, tables: Sequence[Table], stats: dict[Setting,
     for table in tables:
         written.append(_write_csv(folder / f"{table.name}.csv", table.headers, table.rows))
     fields = ["protocol", "trainer", "backbone", "variant", "shots", "dataset", "split"]
-    summary = [[getattr(s, field) for field in fields]
-               + [f"{stat.mean:.4f}", f"{stat.std:.4f}", len(stat.seeds),
-                  " ".join(str(seed) for seed in stat.seeds)]
-               for s, stat in sorted(stats.items(), key=lambda item: _setting_key(item[0]))]
-    written.append(_write_csv(folder / "summary.csv",
-                              fields + ["mean", "std", "n_seeds", "seeds"], summary))
-    per_seed = [[getattr(run.setting, field) for field in fields]
-                + ["" if run.seed is None else run.seed, run.accuracy, str(run.log)]
-                for run in sorted(runs, key=lambda run: (_setting_key(run.setting),
-                                                         run.seed or 0))]
-    written.append(_write_csv(folder / "runs.csv", fields + ["seed", "accuracy", "log"],
-                              per_seed))
+    summary = [
+        [getattr(s, field) for field in fields]
+        + [
+            f"{stat.mean:.4f}",
+            f"{stat.std:.4f}",
+            len(stat.seeds),
+            " ".join(str(seed) for seed in stat.seeds),
+        ]
+        for s, stat in sorted(stats.items(), key=lambda item: _setting_key(item[0]))
+    ]
+    written.append(
+        _write_csv(folder / "summary.csv", fields + ["mean", "std", "n_seeds", "seeds"], summary)
+    )
+    per_seed = [
+        [getattr(run.setting, field) for field in fields]
+        + ["" if run.seed is None else run.seed, run.accuracy, str(run.log)]
+        for run in sorted(runs, key=lambda run: (_setting_key(run.setting), run.seed or 0))
+    ]
+    written.append(_write_csv(folder / "runs.csv", fields + ["seed", "accuracy", "log"], per_seed))
     return written
 
 
 def _setting_key(setting: Setting) -> tuple:
-    return (setting.protocol, setting.trainer, setting.backbone, setting.variant, setting.shots,
-            setting.dataset, setting.split)
+    return (
+        setting.protocol,
+        setting.trainer,
+        setting.backbone,
+        setting.variant,
+        setting.shots,
+        setting.dataset,
+        setting.split,
+    )
 
 
 def _write_csv(path: Path, headers: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:
@@ -504,23 +605,32 @@ def plot_fewshot(stats: dict[Setting, Stat], path: Path | str) -> None:
     import matplotlib
     from matplotlib.figure import Figure
 
-    fewshot = {s: stat for s, stat in stats.items()
-               if s.protocol == "fewshot" and s.dataset not in DG_TARGETS}
+    fewshot = {
+        s: stat
+        for s, stat in stats.items()
+        if s.protocol == "fewshot" and s.dataset not in DG_TARGETS
+    }
     if not fewshot:
         raise ValueError(
             f"no few-shot or zero-shot results to plot, so {str(path)!r} was not written; run "
             "scripts/<method>/main.sh or scripts/zeroshot.sh first, or drop --plot."
         )
-    cell = {(s.trainer, s.backbone, s.variant, s.shots, s.dataset): stat
-            for s, stat in fewshot.items()}
+    cell = {
+        (s.trainer, s.backbone, s.variant, s.shots, s.dataset): stat for s, stat in fewshot.items()
+    }
     datasets = _dataset_order(s.dataset for s in fewshot)
     shots = [0] + sorted({s.shots for s in fewshot if s.shots > 0})
     position = {k: i for i, k in enumerate(shots)}  # even spacing, like the paper's log2 axis
-    methods = sorted({(s.trainer, s.backbone, s.variant) for s in fewshot},
-                     key=lambda m: (m[1], _trainer_rank(m[0]), m[2]))
+    methods = sorted(
+        {(s.trainer, s.backbone, s.variant) for s in fewshot},
+        key=lambda m: (m[1], _trainer_rank(m[0]), m[2]),
+    )
     # Averages over different dataset sets are not comparable, so use the shared ones only.
-    shared = [d for d in datasets
-              if all(any(key[:3] == method and key[4] == d for key in cell) for method in methods)]
+    shared = [
+        d
+        for d in datasets
+        if all(any(key[:3] == method and key[4] == d for key in cell) for method in methods)
+    ]
     palette = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     colour = {method: palette[i % len(palette)] for i, method in enumerate(methods)}
 
@@ -529,7 +639,7 @@ def plot_fewshot(stats: dict[Setting, Stat], path: Path | str) -> None:
     rows = math.ceil(len(panels) / columns)
     figure = Figure(figsize=(4 * columns, 3.2 * rows))
     axes = figure.subplots(rows, columns, squeeze=False)
-    for axis in axes.flat[len(panels):]:
+    for axis in axes.flat[len(panels) :]:
         axis.set_visible(False)
     legend: dict[str, object] = {}
     for axis, panel in zip(axes.flat, panels, strict=False):
@@ -547,12 +657,14 @@ def plot_fewshot(stats: dict[Setting, Stat], path: Path | str) -> None:
             xs, ys, errors = zip(*points, strict=True)
             label = f"{method_label(method[0], method[2])} ({method[1]})"
             if method[0] == ZERO_SHOT:
-                handle = axis.plot(xs, ys, marker="*", markersize=12, linestyle="none",
-                                   color=colour[method])[0]
+                handle = axis.plot(
+                    xs, ys, marker="*", markersize=12, linestyle="none", color=colour[method]
+                )[0]
                 axis.axhline(ys[0], color=colour[method], linestyle="--", linewidth=1)
             else:
-                handle = axis.errorbar(xs, ys, yerr=errors, marker="o", capsize=3,
-                                       color=colour[method])
+                handle = axis.errorbar(
+                    xs, ys, yerr=errors, marker="o", capsize=3, color=colour[method]
+                )
             legend.setdefault(label, handle)
         title = f"Average of {len(shared)} datasets" if panel == "Average" else display(panel)
         axis.set_title(title)
