@@ -293,3 +293,24 @@ def test_failing_run_leaves_existing_outputs_untouched(tmp_path, data_root, tiny
     assert "Traceback" not in result.stderr
     assert (out / "log.txt").read_text() == "old log\n"
     assert (out / "prompt_learner" / "model.pth.tar-2").read_bytes() == b"old checkpoint"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "amp"])
+def test_nan_batch_is_skipped_counted_and_never_reaches_the_prompt(
+    monkeypatch, tmp_path, data_root, tiny_clip_files, capsys, precision
+):
+    """A batch whose loss is NaN: its step is skipped and logged; the prompt stays finite."""
+    trainer = build(monkeypatch, "ProGrad", PROGRAD_YAML, tmp_path, data_root,
+                    tiny_clip_files["RN"], "TRAINER.COOP.PREC", precision, "TEST.NO_TEST", "True",
+                    epochs=1)  # fmt: skip
+    original = trainer.parse_batch_train
+
+    def poison_second_batch(batch):
+        image, label = original(batch)
+        return (image * float("nan") if trainer.batch_idx == 1 else image), label
+
+    trainer.parse_batch_train = poison_second_batch
+    trainer.train()
+    assert trainer.skipped_steps == 1
+    assert torch.isfinite(trainer.model.prompt_learner.ctx).all()
+    assert "Skipped a step with a non-finite gradient (epoch 1, batch 2" in capsys.readouterr().out
