@@ -22,6 +22,8 @@ from clip.model import CLIP, build_model
 from clip.simple_tokenizer import SimpleTokenizer
 from torch import nn
 
+from .frozen_image import FrozenImageEncoder
+
 # The hand-crafted prompt of each dataset: ProGrad's zero-shot teacher, the zero-shot CLIP rows,
 # and CTX_INIT=True all use it. These are the official ProGrad templates (class name last, so the
 # words before "{}." can initialise the learned context).
@@ -316,7 +318,7 @@ class CustomCLIP(nn.Module):
     ):
         super().__init__()
         self.prompt_learner = prompt_learner
-        self.image_encoder = clip_model.visual
+        self.image_encoder = FrozenImageEncoder(clip_model.visual)  # shares CLIP's weights
         self.text_encoder = TextEncoder(clip_model)
         self.logit_scale = clip_model.logit_scale
         self.dtype = clip_model.dtype
@@ -327,8 +329,7 @@ class CustomCLIP(nn.Module):
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """L2-normalised image features: (B, 3, H, W) -> (B, D). No autograd graph (frozen)."""
-        with torch.no_grad():
-            features = self.image_encoder(image.type(self.dtype))
+        features = self.image_encoder(image)
         return features / features.norm(dim=-1, keepdim=True)
 
     def text_features(self) -> torch.Tensor:
