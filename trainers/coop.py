@@ -17,7 +17,6 @@ from .clip_prompt import (
     template_for,
 )
 from .dassl_compat import (
-    IGNORED_CHECKPOINT_KEYS,
     CheckpointMixin,
     build_lr_scheduler,
     load_checkpoint,
@@ -116,8 +115,7 @@ class CoOp(CheckpointMixin, TrainerX):
         for name, param in self.model.named_parameters():
             param.requires_grad_(name.startswith("prompt_learner."))
         if cfg.MODEL.INIT_WEIGHTS:
-            state = load_checkpoint(cfg.MODEL.INIT_WEIGHTS).get("state_dict")
-            state = {k: v for k, v in state.items() if k not in IGNORED_CHECKPOINT_KEYS}
+            state = load_checkpoint(cfg.MODEL.INIT_WEIGHTS)["state_dict"]
             load_state_checked(prompt_learner, state, cfg.MODEL.INIT_WEIGHTS)
         self.model.to(self.device)
 

@@ -128,8 +128,15 @@ def load_checkpoint(path: str) -> dict:
         return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def without_token_buffers(state_dict: dict) -> dict:
+    """A prompt state dict without the buffers rebuilt from the class names."""
+    return {k: v for k, v in state_dict.items() if k not in IGNORED_CHECKPOINT_KEYS}
+
+
 def load_state_checked(model: torch.nn.Module, state_dict: dict, path: str) -> None:
-    """Copy a checkpoint's tensors into `model`, with a clear error when they do not fit."""
+    """Copy a checkpoint's tensors (token buffers ignored) into `model`, with a clear error when
+    they do not fit."""
+    state_dict = without_token_buffers(state_dict)
     expected = model.state_dict()
     for key, value in state_dict.items():
         if key in expected and expected[key].shape != value.shape:
@@ -159,15 +166,10 @@ class CheckpointMixin:
         for name in self.get_model_names():
             path = osp.join(directory, name, model_file)
             checkpoint = load_checkpoint(path)
-            state_dict = {
-                key: value
-                for key, value in checkpoint["state_dict"].items()
-                if key not in IGNORED_CHECKPOINT_KEYS
-            }
             val_result = checkpoint.get("val_result")
             shown = "" if val_result is None else f", val_result={val_result:.1f}"
             print(f'Loading weights to {name} from "{path}" (epoch={checkpoint["epoch"]}{shown})')
-            load_state_checked(self._models[name], state_dict, path)
+            load_state_checked(self._models[name], checkpoint["state_dict"], path)
 
     def resume_model_if_exist(self, directory: str) -> int:
         """Continue from the newest of our per-epoch resume state and Dassl's last checkpoint.
@@ -202,12 +204,7 @@ class CheckpointMixin:
 
     def restore_training_state(self, name: str, checkpoint: dict, path: str) -> None:
         """Weights, optimizer and scheduler of one registered model from a checkpoint dict."""
-        state_dict = {
-            key: value
-            for key, value in checkpoint["state_dict"].items()
-            if key not in IGNORED_CHECKPOINT_KEYS
-        }
-        load_state_checked(self._models[name], state_dict, path)
+        load_state_checked(self._models[name], checkpoint["state_dict"], path)
         if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
             self._optims[name].load_state_dict(checkpoint["optimizer"])
         if self._scheds[name] is not None and checkpoint.get("scheduler") is not None:
@@ -226,11 +223,7 @@ class CheckpointMixin:
         for name in self.get_model_names():
             optim, sched = self._optims[name], self._scheds[name]
             models[name] = {
-                "state_dict": {
-                    key: value
-                    for key, value in self._models[name].state_dict().items()
-                    if key not in IGNORED_CHECKPOINT_KEYS
-                },
+                "state_dict": without_token_buffers(self._models[name].state_dict()),
                 "optimizer": optim.state_dict() if optim is not None else None,
                 "scheduler": sched.state_dict() if sched is not None else None,
             }
