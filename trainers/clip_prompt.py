@@ -21,6 +21,7 @@ from clip import clip as openai_clip
 from clip.model import CLIP, build_model
 from clip.simple_tokenizer import SimpleTokenizer
 from torch import nn
+from torch.nn import functional as F
 
 from .frozen_image import FrozenImageEncoder
 
@@ -149,9 +150,14 @@ def eot_positions(tokenized_prompts: torch.Tensor) -> torch.Tensor:
 class TextEncoder(nn.Module):
     """CLIP's text transformer applied to prompt embeddings (not token ids).
 
-    CLIP's text attention is causal and the feature is read at the end-of-text token, so positions
-    after the last end-of-text token of the batch cannot change the output: the encoder runs over
-    the first L = max(eot) + 1 positions only, which gives the same features as all 77.
+    CLIP's text attention is causal and the feature is read at the end-of-text token, which
+    allows two exact shortcuts (same features, logits and gradients as all 77 positions):
+
+    * Each prompt runs only up to its own end-of-text token: later positions cannot change it.
+    * The leading positions every prompt shares (the SOS token; with CoOp's generic context before
+      the class name, the whole [SOS][ctx_1..ctx_M] block) see only each other, so their hidden
+      states are the same for every class: they are computed once (P positions), and each class
+      runs over its own positions only, attending to the shared keys and values.
     """
 
     def __init__(self, clip_model: CLIP):
@@ -160,30 +166,145 @@ class TextEncoder(nn.Module):
         self.positional_embedding = clip_model.positional_embedding
         self.ln_final = clip_model.ln_final
         self.text_projection = clip_model.text_projection
-        self.register_buffer("causal_mask", clip_model.build_attention_mask(), persistent=False)
 
-    def forward(self, prompts: torch.Tensor, tokenized_prompts: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        prompts: torch.Tensor,
+        tokenized_prompts: torch.Tensor,
+        shared_prefix: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Text features.
 
         Args:
-            prompts: (C, 77, D_t) token embeddings, learned context included.
+            prompts: (C, 77, D_t) token embeddings, learned context included; with
+                `shared_prefix`, (C, 77 - P, D_t): the positions after the shared ones.
             tokenized_prompts: (C, 77) token ids, used to find each end-of-text position.
+            shared_prefix: (P, D_t) embeddings of the first P positions, the same for every
+                class (`PromptLearner.split()`); None shares position 0 (the SOS token).
 
         Returns:
             (C, D) unnormalised text features.
         """
+        if shared_prefix is None:
+            if not torch.equal(prompts[:, 0], prompts[:1, 0].expand(prompts.shape[0], -1)):
+                raise ValueError(
+                    "the prompt embeddings differ at position 0, where every CLIP prompt holds "
+                    "the start-of-text token; pass the shared leading positions as shared_prefix"
+                )
+            shared_prefix, prompts = prompts[0, :1], prompts[:, 1:]
         eot = eot_positions(tokenized_prompts).to(prompts.device)
-        length = int(eot.max()) + 1
+        n_shared = shared_prefix.shape[0]
+        if int(eot.min()) < n_shared:
+            raise ValueError(
+                f"the {n_shared} shared prompt positions include an end-of-text token; share "
+                f"fewer positions"
+            )
         dtype = self.text_projection.dtype
-        x = prompts[:, :length].type(dtype) + self.positional_embedding[:length].type(dtype)
-        x = x.permute(1, 0, 2)  # (L, C, D_t): CLIP's blocks are sequence-first
-        mask = self.causal_mask[:length, :length].to(dtype=dtype, device=x.device)
-        for block in self.resblocks:
-            hidden = block.ln_1(x)
-            x = x + block.attn(hidden, hidden, hidden, need_weights=False, attn_mask=mask)[0]
+        position = self.positional_embedding.type(dtype)
+        prefix = shared_prefix.type(dtype) + position[:n_shared]  # (P, D_t)
+        # Classes of one length (up to their end-of-text token) form a group. The tokens of all
+        # groups are packed into one (N, D_t) tensor for the per-token layers, and viewed as
+        # (C_g, S_g, D_t) per group for the attention.
+        lengths = (eot - n_shared + 1).tolist()
+        groups = [
+            (length, [c for c, own in enumerate(lengths) if own == length])
+            for length in sorted(set(lengths))
+        ]
+        x = torch.cat(
+            [
+                (
+                    prompts[members, :length].type(dtype) + position[n_shared : n_shared + length]
+                ).flatten(0, 1)
+                for length, members in groups
+            ]
+        )
+        last = len(self.resblocks) - 1
+        for index, block in enumerate(self.resblocks):
+            attention = block.attn
+            q_prefix, k_prefix, v_prefix = split_heads(
+                F.linear(block.ln_1(prefix), attention.in_proj_weight, attention.in_proj_bias),
+                attention.num_heads,
+            )  # 3 x (H, P, d)
+            qkv = F.linear(block.ln_1(x), attention.in_proj_weight, attention.in_proj_bias)
+            attended, start = [], 0
+            for length, members in groups:
+                q, k, v = split_heads(
+                    qkv[start : start + len(members) * length].view(len(members), length, -1),
+                    attention.num_heads,
+                )  # 3 x (H, C_g, S_g, d)
+                if index == last:  # only the end-of-text rows feed the features
+                    q = q[:, :, -1:]
+                attended.append(attend_after_prefix(q, k, v, k_prefix, v_prefix))
+                start += len(members) * length
+            if index == last:
+                x = x[ends_of(groups)]  # (C, D_t), in group order
+            x = x + attention.out_proj(torch.cat(attended))
             x = x + block.mlp(block.ln_2(x))
-        x = self.ln_final(x.permute(1, 0, 2)).type(dtype)  # (C, L, D_t)
-        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+            if index < last:
+                out_prefix = F.scaled_dot_product_attention(
+                    q_prefix, k_prefix, v_prefix, is_causal=True
+                )
+                prefix = prefix + attention.out_proj(merge_heads(out_prefix))
+                prefix = prefix + block.mlp(block.ln_2(prefix))
+        order = torch.tensor([c for _, members in groups for c in members], device=x.device)
+        x = x[torch.argsort(order)]  # back to class order
+        return self.ln_final(x).type(dtype) @ self.text_projection
+
+
+def ends_of(groups: list[tuple[int, list[int]]]) -> list[int]:
+    """Row of each class's last token in the packed tokens of `TextEncoder._forward_shared`."""
+    ends, start = [], 0
+    for length, members in groups:
+        ends.extend(start + (i + 1) * length - 1 for i in range(len(members)))
+        start += len(members) * length
+    return ends
+
+
+def split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(..., S, 3 D_t) in-projection output -> queries, keys, values, each (H, ..., S, d)."""
+    *batch, length, width = qkv.shape
+    qkv = qkv.view(*batch, length, 3, heads, width // (3 * heads))
+    return qkv.permute(-3, -2, *range(len(batch)), -4, -1).unbind(0)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(H, ..., S, d) -> (..., S, H d)."""
+    return x.permute(*range(1, x.dim() - 1), 0, x.dim() - 1).flatten(-2)
+
+
+def attend_after_prefix(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_prefix: torch.Tensor,
+    v_prefix: torch.Tensor,
+) -> torch.Tensor:
+    """Causal attention of each class's positions over [shared prefix; its own positions].
+
+    Args:
+        q: (H, C, Q, d) queries of the last Q of each class's S positions.
+        k, v: (H, C, S, d) keys and values of each class's positions.
+        k_prefix, v_prefix: (H, P, d) keys and values of the shared positions (seen by all).
+
+    Returns:
+        (C * Q, H d) attention outputs, before the output projection.
+    """
+    heads, n_cls, n_queries, head_width = q.shape
+    n_shared, length = k_prefix.shape[1], k.shape[2]
+    q = q * head_width**-0.5
+    # Scores against the shared keys as one (H, C*Q, d) x (H, d, P) product: no per-class copies.
+    scores_shared = q.reshape(heads, n_cls * n_queries, head_width) @ k_prefix.transpose(1, 2)
+    scores_own = q @ k.transpose(-1, -2)  # (H, C, Q, S)
+    # Query i (of the last Q) sits at position S - Q + i and must not see later positions.
+    future = torch.ones(n_queries, length, dtype=torch.bool, device=q.device).triu(
+        length - n_queries + 1
+    )
+    scores_own = scores_own.masked_fill(future, float("-inf"))
+    scores = torch.cat([scores_shared.view(heads, n_cls, n_queries, n_shared), scores_own], -1)
+    probs = scores.float().softmax(dim=-1).type_as(v)
+    shared_part = probs[..., :n_shared].reshape(heads, n_cls * n_queries, n_shared) @ v_prefix
+    out = shared_part.view(heads, n_cls, n_queries, head_width) + probs[..., n_shared:] @ v
+    return merge_heads(out).reshape(n_cls * n_queries, heads * head_width)
 
 
 @torch.no_grad()
@@ -193,11 +314,15 @@ def zero_shot_text_features(
     """L2-normalised text features of the hand-crafted prompt for each class: (C, D).
 
     This is the zero-shot classifier (and ProGrad's teacher); it never changes, so it is computed
-    once, in chunks so that 1000 classes fit in memory.
+    once. Equal to CLIP's `encode_text`; the words before the class name are encoded once.
     """
     prompts = [template.format(name.replace("_", " ")) for name in classnames]
     tokens = tokenize(prompts).to(device)
-    features = torch.cat([clip_model.encode_text(chunk) for chunk in tokens.split(256)])
+    embeddings = clip_model.token_embedding(tokens).type(clip_model.dtype)
+    # Leading tokens common to every prompt, stopping before the first end-of-text token.
+    common = (tokens == tokens[:1]).all(dim=0).int().cumprod(dim=0).sum()
+    shared = int(min(common, eot_positions(tokens).min()))
+    features = TextEncoder(clip_model)(embeddings[:, shared:], tokens, embeddings[0, :shared])
     return features / features.norm(dim=-1, keepdim=True)
 
 
@@ -282,6 +407,17 @@ class PromptLearner(nn.Module):
         self.name_lens = [count_tokens(name) for name in names]
         self.class_token_position = class_token_position
 
+    def split(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompts as (P, D_t) leading positions shared by every class and (C, 77 - P, D_t).
+
+        With a generic context before the class name, [SOS][ctx_1..ctx_M] is shared (P = 1 + M);
+        otherwise the SOS token only (P = 1). `TextEncoder` computes the shared positions once.
+        """
+        if self.class_token_position == "end" and self.ctx.dim() == 2:
+            return torch.cat([self.token_prefix[0], self.ctx]), self.token_suffix
+        prompts = self()
+        return prompts[0, :1], prompts[:, 1:]
+
     def forward(self) -> torch.Tensor:
         """Prompt embeddings of every class: (C, 77, D_t)."""
         ctx = self.ctx
@@ -334,7 +470,8 @@ class CustomCLIP(nn.Module):
 
     def text_features(self) -> torch.Tensor:
         """L2-normalised text features of the learned prompts: (C, D)."""
-        features = self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts)
+        shared, rest = self.prompt_learner.split()
+        features = self.text_encoder(rest, self.prompt_learner.tokenized_prompts, shared)
         return features / features.norm(dim=-1, keepdim=True)
 
     def forward(

@@ -1,0 +1,134 @@
+"""Our TextEncoder against CoOp's: CLIP's own transformer over all 77 positions, same results."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from clip.model import CLIP
+
+from trainers.clip_prompt import (
+    CustomCLIP,
+    PromptLearner,
+    TextEncoder,
+    tokenize,
+    zero_shot_text_features,
+)
+
+# 1 to 7 BPE tokens, so the classes stop at different end-of-text positions.
+CLASSNAMES = [
+    "face",
+    "leopard",
+    "motor_bike",
+    "water lilly",
+    "great crested grebe bird",
+    "a",
+    "dalmatian spotted coach dog breed",
+]
+
+
+@pytest.fixture(scope="module")
+def clip_model() -> CLIP:
+    """A small fp32 CLIP with several heads and layers (the tiny test CLIP has one head)."""
+    torch.manual_seed(0)
+    model = CLIP(
+        embed_dim=32,
+        image_resolution=32,
+        vision_layers=(1, 1, 1, 1),
+        vision_width=8,
+        vision_patch_size=None,
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=64,
+        transformer_heads=4,
+        transformer_layers=3,
+    )
+    return model.float().eval().requires_grad_(False)
+
+
+def coop_text_features(clip_model: CLIP, learner: PromptLearner) -> torch.Tensor:
+    """CoOp's TextEncoder: CLIP's transformer (and its 77x77 mask) over every position."""
+    x = learner() + clip_model.positional_embedding
+    x = clip_model.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
+    x = clip_model.ln_final(x)
+    eot = learner.tokenized_prompts.argmax(dim=-1)
+    features = x[torch.arange(x.shape[0]), eot] @ clip_model.text_projection
+    return features / features.norm(dim=-1, keepdim=True)
+
+
+@pytest.mark.parametrize("position", ["end", "middle", "front"])
+@pytest.mark.parametrize("csc", [False, True])
+def test_features_logits_and_gradients_equal_the_77_position_computation(clip_model, position, csc):
+    """Shared prefix, per-class lengths, EOT-only last layer: CoOp's features, logits, gradients."""
+    torch.manual_seed(1)
+    learner = PromptLearner(clip_model, CLASSNAMES, n_ctx=4, csc=csc, class_token_position=position)
+    model = CustomCLIP(clip_model, learner)
+    image_features = F.normalize(torch.randn(5, 32), dim=-1)
+    labels = torch.tensor([0, 3, 4, 6, 5])
+
+    results = {}
+    for name, text_features in (
+        ("ours", model.text_features),
+        ("coop", lambda: coop_text_features(clip_model, learner)),
+    ):
+        features = text_features()
+        logits = clip_model.logit_scale.exp() * image_features @ features.t()
+        (gradient,) = torch.autograd.grad(F.cross_entropy(logits, labels), learner.ctx)
+        results[name] = (features, logits, gradient)
+
+    (features, logits, gradient), (coop_features, coop_logits, coop_gradient) = results.values()
+    torch.testing.assert_close(features, coop_features, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(logits, coop_logits, atol=1e-4, rtol=1e-5)
+    # fp32 rounding differs elementwise (other summation orders); relative to the whole gradient
+    # the difference is at rounding level, where a wrong attention pattern would be O(1).
+    assert coop_gradient.norm() > 0
+    assert (gradient - coop_gradient).norm() / coop_gradient.norm() < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("position", "csc", "shared"), [("end", False, 1 + 4), ("end", True, 1), ("middle", False, 1)]
+)
+def test_split_shares_sos_and_a_generic_leading_context(clip_model, position, csc, shared):
+    """[SOS][ctx] is shared when the generic context comes first; otherwise only SOS."""
+    learner = PromptLearner(clip_model, CLASSNAMES, n_ctx=4, csc=csc, class_token_position=position)
+    prefix, rest = learner.split()
+    prompts = learner()
+    assert prefix.shape == (shared, 64) and rest.shape == (len(CLASSNAMES), 77 - shared, 64)
+    torch.testing.assert_close(prompts[:, :shared], prefix.expand(len(CLASSNAMES), -1, -1))
+    torch.testing.assert_close(prompts[:, shared:], rest)
+
+
+def test_whole_prompts_give_the_same_features_as_the_split(clip_model):
+    """Calling the encoder with (C, 77, D_t) prompts equals calling it with the split."""
+    learner = PromptLearner(clip_model, CLASSNAMES, n_ctx=4)
+    encoder = TextEncoder(clip_model)
+    prefix, rest = learner.split()
+    with torch.no_grad():
+        whole = encoder(learner(), learner.tokenized_prompts)
+        split = encoder(rest, learner.tokenized_prompts, prefix)
+    torch.testing.assert_close(whole, split, atol=2e-6, rtol=1e-5)
+
+
+def test_prompts_that_differ_at_position_zero_are_rejected(clip_model):
+    """Position 0 must hold the same (SOS) embedding for every class."""
+    learner = PromptLearner(clip_model, CLASSNAMES, n_ctx=4)
+    prompts = learner().detach().clone()
+    prompts[1, 0] += 1
+    with pytest.raises(ValueError, match="position 0.*shared_prefix"):
+        TextEncoder(clip_model)(prompts, learner.tokenized_prompts)
+
+
+def test_a_shared_prefix_reaching_an_end_of_text_token_is_rejected(clip_model):
+    """Sharing more positions than the shortest prompt has is an error, not a wrong feature."""
+    learner = PromptLearner(clip_model, CLASSNAMES, n_ctx=4)
+    prompts = learner()
+    with pytest.raises(ValueError, match="shared prompt positions include an end-of-text"):
+        TextEncoder(clip_model)(prompts[:, 8:], learner.tokenized_prompts, prompts[0, :8])
+
+
+@pytest.mark.parametrize("template", ["a type of pet, a photo of a {}.", "{}."])
+def test_zero_shot_features_equal_clip_encode_text(clip_model, template):
+    """The teacher / zero-shot classifier is CLIP's encode_text of the hand-crafted prompts."""
+    features = zero_shot_text_features(clip_model, CLASSNAMES, template)
+    with torch.no_grad():
+        prompts = [template.format(name.replace("_", " ")) for name in CLASSNAMES]
+        reference = F.normalize(clip_model.encode_text(tokenize(prompts)), dim=-1)
+    torch.testing.assert_close(features, reference, atol=2e-6, rtol=1e-5)
