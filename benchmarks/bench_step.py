@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import gc
 import io
 import json
 import os
@@ -194,6 +195,19 @@ class StraightforwardCoOp(nn.Module):
         return self.logit_scale.exp() * image_features @ text_features.t()
 
 
+class ClipVisualNoGrad(nn.Module):
+    """CustomCLIP's image path before FrozenImageEncoder: CLIP's `visual` under no_grad."""
+
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        self.visual = visual
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images -> (B, D) features, without an autograd graph."""
+        with torch.no_grad():
+            return self.visual(image.type(self.visual.conv1.weight.dtype))
+
+
 def straightforward_coop_step(
     model: StraightforwardCoOp,
     optimizer: torch.optim.Optimizer,
@@ -300,6 +314,40 @@ def available_memory(device: torch.device) -> float:
     return float("inf")
 
 
+def cap_address_space() -> None:
+    """Make allocations past the memory available fail instead of waking the OOM killer (Linux).
+
+    A step whose size the worker could not extrapolate then raises "can't allocate memory",
+    which the worker reports as a skip, rather than the kernel killing this or another process.
+    """
+    try:
+        import resource
+
+        status = Path("/proc/self/status").read_text()
+    except (ImportError, OSError):
+        return
+    size = next(int(line.split()[1]) * 1024 for line in status.splitlines() if "VmSize" in line)
+    limit = int(size + 0.9 * available_memory(torch.device("cpu")))
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard == resource.RLIM_INFINITY or limit < hard:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, MemoryError) or "can't allocate memory" in str(error)
+
+
+def text_positions(learner: PromptLearner) -> dict:
+    """How many positions our TextEncoder computes: P shared once, then each class's own."""
+    shared = learner.split()[0].shape[0]
+    own = learner.tokenized_prompts.argmax(-1) - shared + 1
+    return {
+        "shared_positions": shared,
+        "own_positions_mean": float(own.float().mean()),
+        "longest_prompt": int(learner.tokenized_prompts.argmax(-1).max()) + 1,
+    }
+
+
 def extrapolate(points: list[tuple[int, float]], n_classes: int) -> float | None:
     """Linear in the class count through the last two (classes, value) points; None without two.
 
@@ -328,9 +376,11 @@ def build_methods(
     straightforward = StraightforwardCoOp(clip_model, learners["straightforward"]).to(device)
     coop = CustomCLIP(clip_model, learners["coop"]).to(device)
     prograd = CustomCLIP(clip_model, learners["prograd"], teacher).to(device)
-    if spec["image_encoder"] == "frozen":
-        coop.image_encoder = FrozenImageEncoder(clip_model.visual)
-        prograd.image_encoder = FrozenImageEncoder(clip_model.visual)
+    for model in (coop, prograd):
+        if spec["image_encoder"] == "frozen":
+            model.image_encoder = FrozenImageEncoder(clip_model.visual)
+        else:
+            model.image_encoder = ClipVisualNoGrad(clip_model.visual)
     optimizers = {m: torch.optim.SGD(learners[m].parameters(), **SGD) for m in METHODS}
     precisions = {m: Precision(spec["precision"], device) for m in METHODS}
     steps = {
@@ -355,6 +405,8 @@ def run_worker(spec: dict) -> dict:
     device = torch.device(spec["device"])
     precision = Precision(spec["precision"], device)
     clip_model = build_clip(spec["backbone"], precision, device)
+    if device.type == "cpu":
+        cap_address_space()
     resolution = clip_model.visual.input_resolution
     classes = sorted(spec["classes"])
     all_names = synthetic_classnames(classes[-1])
@@ -388,10 +440,16 @@ def run_worker(spec: dict) -> dict:
                     f"skipped: its step needs ~{need / 2**30:.0f} GiB (extrapolated), "
                     f"{free / 2**30:.0f} GiB available"
                 )
+                # Only a growing trend is extrapolated: a shrinking one is noise (a loaded machine).
                 seconds = extrapolate(history[method]["seconds"], n_classes)
-                estimated_ms[method] = 1000 * seconds if seconds is not None else None
+                last = history[method]["seconds"][-1][1] if history[method]["seconds"] else None
+                if seconds is not None and last is not None and seconds > last:
+                    estimated_ms[method] = 1000 * seconds
         active = [m for m in METHODS if m not in skipped]
         seconds_taken: dict[str, list[float]] = {m: [] for m in active}
+        # CPU time of all the process's threads: unlike wall time, hardly moved by other
+        # processes on a shared machine (the ratio column "(CPU time)").
+        cpu_seconds: dict[str, list[float]] = {m: [] for m in active}
         peak_bytes: dict[str, float | None] = {}
         for index in range(warmup + repeats):
             # Each round starts with the next method, so no method always follows the same one
@@ -399,14 +457,25 @@ def run_worker(spec: dict) -> dict:
             for method in active[index % len(active) :] + active[: index % len(active)]:
                 step = functools.partial(steps[method], images[index], labels[index])
                 synchronize(device)
-                start = time.perf_counter()
-                if index == 0:  # the first step of each method also measures memory
-                    peak_bytes[method] = step_peak_memory(step, device)
-                else:
-                    step()
+                start, start_cpu = time.perf_counter(), time.process_time()
+                try:
+                    if index == 0:  # a warm-up step (warmup >= 1) that measures memory
+                        peak_bytes[method] = step_peak_memory(step, device)
+                    else:
+                        step()
+                except (RuntimeError, MemoryError) as error:
+                    if not is_out_of_memory(error):
+                        raise
+                    skipped[method] = "skipped: out of memory (an allocation failed)"
+                    active.remove(method)
+                    gc.collect()
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
                 synchronize(device)
                 if index >= warmup:
                     seconds_taken[method].append(time.perf_counter() - start)
+                    cpu_seconds[method].append(time.process_time() - start_cpu)
         for method in active:
             history[method]["seconds"].append((n_classes, statistics.median(seconds_taken[method])))
             if peak_bytes[method] is not None:
@@ -419,16 +488,21 @@ def run_worker(spec: dict) -> dict:
                 "device": spec["device"],
                 "batch": spec["batch"],
                 "image_encoder": spec["image_encoder"],
-                "text_positions": int(learners["coop"].tokenized_prompts.argmax(-1).max()) + 1,
+                **text_positions(learners["coop"]),
                 "warmup": warmup,
                 "repeats": repeats,
                 "seconds": seconds_taken,
+                "cpu_seconds": cpu_seconds,
                 "median_ms": {
                     m: 1000 * statistics.median(seconds_taken[m]) if m in active else None
                     for m in METHODS
                 },
                 "min_ms": {
                     m: 1000 * min(seconds_taken[m]) if m in active else None for m in METHODS
+                },
+                "median_cpu_ms": {
+                    m: 1000 * statistics.median(cpu_seconds[m]) if m in active else None
+                    for m in METHODS
                 },
                 "estimated_ms": estimated_ms,
                 "skipped": skipped,
@@ -546,12 +620,12 @@ def table(results: list[dict]) -> str:
                 r["backbone"],
                 r["classes"],
                 f"{r['device']} {r['precision']}",
-                r["text_positions"],
+                f"{r['shared_positions']}+{r['own_positions_mean']:.1f}",
                 r["warmup"],
                 r["repeats"],
                 *(fmt(ms[m], 0, estimated[m]) for m in METHODS),
                 fmt(ratio(ms["prograd"], ms["coop"]), 2, estimated["prograd"] or estimated["coop"]),
-                fmt(ratio(r["min_ms"]["prograd"], r["min_ms"]["coop"]), 2),
+                fmt(ratio(r["median_cpu_ms"]["prograd"], r["median_cpu_ms"]["coop"]), 2),
                 fmt(
                     ratio(ms["prograd"], ms["straightforward"]),
                     2,
@@ -562,9 +636,9 @@ def table(results: list[dict]) -> str:
             ]
         )
     headers = [
-        "backbone", "classes", "precision", "L", "w", "n",
+        "backbone", "classes", "precision", "P+S", "w", "n",
         "straightfwd\nCoOp ms", "our CoOp\nms", "our ProGrad\nms",
-        "ProGrad /\nCoOp", "(min)", "ProGrad /\nstraightfwd",
+        "ProGrad /\nCoOp", "(CPU\ntime)", "ProGrad /\nstraightfwd",
         "straightfwd\npeak MiB", "CoOp\npeak MiB", "ProGrad\npeak MiB", "ProGrad /\nCoOp mem",
     ]  # fmt: skip
     return tabulate(rows, headers, disable_numparse=True, stralign="right")
@@ -606,19 +680,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--repeats", type=int, default=None,
-        help="timed steps per method (default: 3 on cpu, 20 on cuda)",
+        help="timed steps per method (default: 5 on cpu, 20 on cuda)",
     )  # fmt: skip
     parser.add_argument(
         "--repeats-1000", type=int, default=None,
-        help="timed steps at >= 1000 classes (default: 1 on cpu, as --repeats on cuda)",
+        help="timed steps at >= 1000 classes (default: 3 on cpu, as --repeats on cuda)",
     )  # fmt: skip
     parser.add_argument(
         "--warmup", type=int, default=None,
-        help="untimed steps per method first (default: 1 on cpu, 3 on cuda)",
+        help="untimed steps per method first, the first measuring memory (default: 1 on cpu, "
+        "3 on cuda)",
     )  # fmt: skip
     parser.add_argument(
         "--warmup-1000", type=int, default=None,
-        help="untimed steps at >= 1000 classes (default: 0 on cpu, as --warmup on cuda)",
+        help="untimed steps at >= 1000 classes (default: as --warmup)",
     )  # fmt: skip
     parser.add_argument(
         "--image-encoder", choices=("frozen", "clip"), default="frozen",
@@ -635,6 +710,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if min(args.repeats or 1, args.repeats_1000 or 1) < 1:
         parser.error("--repeats and --repeats-1000 must be >= 1")
+    if (
+        min(
+            1 if args.warmup is None else args.warmup,
+            1 if args.warmup_1000 is None else args.warmup_1000,
+        )
+        < 1
+    ):
+        parser.error(
+            "--warmup and --warmup-1000 must be >= 1: the first step of each method measures "
+            "memory under the profiler and is never timed"
+        )
     if min(args.classes) < 1 or args.batch < 1:
         parser.error("--classes and --batch must be >= 1")
     return args
@@ -651,13 +737,11 @@ def worker_specs(args: argparse.Namespace) -> list[dict]:
         on_cpu = device == "cpu"
         precisions = args.precisions or (["fp32"] if on_cpu else ["fp16", "amp"])
         warmup = args.warmup if args.warmup is not None else (1 if on_cpu else 3)
-        repeats = args.repeats or (3 if on_cpu else 20)
-        # 1000 classes on CPU: a step takes a minute or more; the process is warm from the
-        # smaller counts, and glibc maps these large activations afresh at every step anyway.
-        warmup_large = (
-            args.warmup_1000 if args.warmup_1000 is not None else (0 if on_cpu else warmup)
-        )
-        repeats_large = args.repeats_1000 or (1 if on_cpu and args.repeats is None else repeats)
+        repeats = args.repeats or (5 if on_cpu else 20)
+        # 1000 classes on CPU: fewer timed steps (our steps take ~10 s there; the straightforward
+        # one a minute or more where it fits).
+        warmup_large = args.warmup_1000 if args.warmup_1000 is not None else warmup
+        repeats_large = args.repeats_1000 or (3 if on_cpu and args.repeats is None else repeats)
         if args.quick:
             warmup, repeats, warmup_large, repeats_large = 1, 1, 1, 1
         for backbone in args.backbones:
@@ -710,9 +794,11 @@ def main(argv: list[str] | None = None) -> None:
         print(image_table(results))
     else:
         print(
-            f"Image encoder of our CoOp/ProGrad: {args.image_encoder}. L: text positions our "
-            f"encoder runs over (straightforward CoOp: 77). w, n: untimed warm-up and timed steps "
-            f"per method; ms are medians (min: ratio of the fastest steps)."
+            f"Image encoder of our CoOp/ProGrad: {args.image_encoder}. P+S: text positions our "
+            f"encoder computes, P shared by all classes once + S per class on average "
+            f"(straightforward CoOp: 77 per class). w, n: untimed warm-up and timed steps "
+            f"per method; ms are medians of wall time; (CPU time): the ratio of the medians of "
+            f"the process's CPU time."
         )
         print(f"Peak memory: {results[0]['memory_method']}.")
         for result in results:

@@ -218,6 +218,7 @@ class TextEncoder(nn.Module):
                 for length, members in groups
             ]
         )
+        sizes = [len(members) * length for length, members in groups]
         last = len(self.resblocks) - 1
         for index, block in enumerate(self.resblocks):
             attention = block.attn
@@ -226,16 +227,15 @@ class TextEncoder(nn.Module):
                 attention.num_heads,
             )  # 3 x (H, P, d)
             qkv = F.linear(block.ln_1(x), attention.in_proj_weight, attention.in_proj_bias)
-            attended, start = [], 0
-            for length, members in groups:
+            attended = []
+            # split, not slicing: its backward concatenates instead of zero-filling per group
+            for (length, members), group_qkv in zip(groups, qkv.split(sizes), strict=True):
                 q, k, v = split_heads(
-                    qkv[start : start + len(members) * length].view(len(members), length, -1),
-                    attention.num_heads,
+                    group_qkv.view(len(members), length, -1), attention.num_heads
                 )  # 3 x (H, C_g, S_g, d)
                 if index == last:  # only the end-of-text rows feed the features
                     q = q[:, :, -1:]
                 attended.append(attend_after_prefix(q, k, v, k_prefix, v_prefix))
-                start += len(members) * length
             if index == last:
                 x = x[ends_of(groups)]  # (C, D_t), in group order
             x = x + attention.out_proj(torch.cat(attended))
@@ -301,9 +301,11 @@ def attend_after_prefix(
     )
     scores_own = scores_own.masked_fill(future, float("-inf"))
     scores = torch.cat([scores_shared.view(heads, n_cls, n_queries, n_shared), scores_own], -1)
-    probs = scores.float().softmax(dim=-1).type_as(v)
-    shared_part = probs[..., :n_shared].reshape(heads, n_cls * n_queries, n_shared) @ v_prefix
-    out = shared_part.view(heads, n_cls, n_queries, head_width) + probs[..., n_shared:] @ v
+    probs_shared, probs_own = (
+        scores.float().softmax(dim=-1).type_as(v).split([n_shared, length], dim=-1)
+    )
+    shared_part = probs_shared.reshape(heads, n_cls * n_queries, n_shared) @ v_prefix
+    out = shared_part.view(heads, n_cls, n_queries, head_width) + probs_own @ v
     return merge_heads(out).reshape(n_cls * n_queries, heads * head_width)
 
 
