@@ -132,3 +132,22 @@ def test_zero_shot_features_equal_clip_encode_text(clip_model, template):
         prompts = [template.format(name.replace("_", " ")) for name in CLASSNAMES]
         reference = F.normalize(clip_model.encode_text(tokenize(prompts)), dim=-1)
     torch.testing.assert_close(features, reference, atol=2e-6, rtol=1e-5)
+
+
+def test_fixed_prompts_encode_the_classes_once_and_give_the_same_logits(clip_model):
+    """Evaluation: one text-encoder pass for all batches, same logits; training still backprops."""
+    learner = PromptLearner(clip_model, CLASSNAMES, n_ctx=4)
+    model = CustomCLIP(clip_model, learner).eval()
+    images = torch.randn(3, 2, 3, 32, 32)
+    with torch.no_grad():
+        expected = [model(batch) for batch in images]
+    calls = []
+    model.text_encoder.register_forward_hook(lambda *args: calls.append(1))
+    with model.fixed_prompts(), torch.no_grad():
+        logits = [model(batch) for batch in images]
+    assert len(calls) == 1
+    for ours, reference in zip(logits, expected, strict=True):
+        torch.testing.assert_close(ours, reference, atol=0, rtol=0)
+    with model.fixed_prompts():
+        model(images[0]).sum().backward()  # with autograd on, the features are recomputed
+    assert len(calls) == 3 and learner.ctx.grad.abs().sum() > 0

@@ -11,9 +11,11 @@ Shape glossary:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.error
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -239,16 +241,26 @@ class TextEncoder(nn.Module):
             if index == last:
                 x = x[ends_of(groups)]  # (C, D_t), in group order
             x = x + attention.out_proj(torch.cat(attended))
-            x = x + block.mlp(block.ln_2(x))
+            x = x + quick_gelu_mlp(block.mlp, block.ln_2(x))
             if index < last:
                 out_prefix = F.scaled_dot_product_attention(
                     q_prefix, k_prefix, v_prefix, is_causal=True
                 )
                 prefix = prefix + attention.out_proj(merge_heads(out_prefix))
-                prefix = prefix + block.mlp(block.ln_2(prefix))
+                prefix = prefix + quick_gelu_mlp(block.mlp, block.ln_2(prefix))
         order = torch.tensor([c for _, members in groups for c in members], device=x.device)
         x = x[torch.argsort(order)]  # back to class order
         return self.ln_final(x).type(dtype) @ self.text_projection
+
+
+def quick_gelu_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """CLIP's MLP c_proj(QuickGELU(c_fc(x))), as QuickGELU(y) = y·σ(1.702y) = SiLU(1.702y) / 1.702.
+
+    SiLU's fused kernels (and the in-place scalings) allocate fewer N x 4D_t temporaries than
+    QuickGELU's three elementwise steps, forward and backward.
+    """
+    hidden = F.linear(x, mlp.c_fc.weight, mlp.c_fc.bias).mul_(1.702)
+    return mlp.c_proj(F.silu(hidden).div_(1.702))
 
 
 def ends_of(groups: list[tuple[int, list[int]]]) -> list[int]:
@@ -464,14 +476,31 @@ class CustomCLIP(nn.Module):
             self.register_buffer("teacher_text_features", teacher_text_features.type(self.dtype))
         else:
             self.teacher_text_features = None
+        self._fixed_text_features: torch.Tensor | None = None
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """L2-normalised image features: (B, 3, H, W) -> (B, D). No autograd graph (frozen)."""
         features = self.image_encoder(image)
         return features / features.norm(dim=-1, keepdim=True)
 
+    @contextlib.contextmanager
+    def fixed_prompts(self) -> Iterator[None]:
+        """Within: without autograd, the prompts' text features are computed once, not per batch.
+
+        For evaluation, where the prompt does not change between batches (CoOp's code encodes
+        every class's prompt again for every test batch). With autograd on, they are recomputed.
+        """
+        with torch.no_grad():
+            self._fixed_text_features = self.text_features()
+        try:
+            yield
+        finally:
+            self._fixed_text_features = None
+
     def text_features(self) -> torch.Tensor:
         """L2-normalised text features of the learned prompts: (C, D)."""
+        if self._fixed_text_features is not None and not torch.is_grad_enabled():
+            return self._fixed_text_features
         shared, rest = self.prompt_learner.split()
         features = self.text_encoder(rest, self.prompt_learner.tokenized_prompts, shared)
         return features / features.norm(dim=-1, keepdim=True)

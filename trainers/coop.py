@@ -144,6 +144,16 @@ class CoOp(CheckpointMixin, TrainerX):
         if self.precision.scaler is not None and "scaler" in state:
             self.precision.scaler.load_state_dict(state["scaler"])
 
+    def test(self, split: str | None = None):
+        """Dassl's evaluation, with the prompts' text features computed once instead of per batch.
+
+        (Under DataParallel each replica encodes them itself, as before.)
+        """
+        if isinstance(self.model, nn.DataParallel):
+            return super().test(split)
+        with self.model.fixed_prompts():
+            return super().test(split)
+
     def parse_batch_train(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
