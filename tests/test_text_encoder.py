@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from clip.model import CLIP
+from tiny_clip import build_tiny_clip
 
 from trainers.clip_prompt import (
     CustomCLIP,
@@ -28,20 +29,7 @@ CLASSNAMES = [
 @pytest.fixture(scope="module")
 def clip_model() -> CLIP:
     """A small fp32 CLIP with several heads and layers (the tiny test CLIP has one head)."""
-    torch.manual_seed(0)
-    model = CLIP(
-        embed_dim=32,
-        image_resolution=32,
-        vision_layers=(1, 1, 1, 1),
-        vision_width=8,
-        vision_patch_size=None,
-        context_length=77,
-        vocab_size=49408,
-        transformer_width=64,
-        transformer_heads=4,
-        transformer_layers=3,
-    )
-    return model.float().eval().requires_grad_(False)
+    return build_tiny_clip("RN", text_heads=4, text_layers=3).float().requires_grad_(False)
 
 
 def coop_text_features(clip_model: CLIP, learner: PromptLearner) -> torch.Tensor:

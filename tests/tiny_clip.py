@@ -14,7 +14,9 @@ from clip.model import CLIP, convert_weights
 IMAGE_SIZE = 32  # both tiny variants take 32x32 images (set INPUT.SIZE "(32, 32)")
 
 
-def build_tiny_clip(arch: str = "RN", seed: int = 0) -> CLIP:
+def build_tiny_clip(
+    arch: str = "RN", seed: int = 0, text_heads: int = 1, text_layers: int = 2
+) -> CLIP:
     """A small CLIP ("RN": modified ResNet, "ViT": vision transformer) with random weights."""
     torch.manual_seed(seed)
     if arch == "RN":
@@ -29,8 +31,8 @@ def build_tiny_clip(arch: str = "RN", seed: int = 0) -> CLIP:
         context_length=77,
         vocab_size=49408,
         transformer_width=64,
-        transformer_heads=1,
-        transformer_layers=2,
+        transformer_heads=text_heads,
+        transformer_layers=text_layers,
         **vision,
     )
     convert_weights(model)  # OpenAI's checkpoints hold fp16 weights
