@@ -69,6 +69,7 @@ from trainers.clip_prompt import (  # noqa: E402
     CustomCLIP,
     PromptLearner,
     count_tokens,
+    eot_positions,
     zero_shot_text_features,
 )
 from trainers.frozen_image import FrozenImageEncoder  # noqa: E402
@@ -340,11 +341,11 @@ def is_out_of_memory(error: BaseException) -> bool:
 def text_positions(learner: PromptLearner) -> dict:
     """How many positions our TextEncoder computes: P shared once, then each class's own."""
     shared = learner.split()[0].shape[0]
-    own = learner.tokenized_prompts.argmax(-1) - shared + 1
+    eot = eot_positions(learner.tokenized_prompts)
     return {
         "shared_positions": shared,
-        "own_positions_mean": float(own.float().mean()),
-        "longest_prompt": int(learner.tokenized_prompts.argmax(-1).max()) + 1,
+        "own_positions_mean": float((eot - shared + 1).float().mean()),
+        "longest_prompt": int(eot.max()) + 1,
     }
 
 

@@ -17,6 +17,7 @@ import urllib.error
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from clip import clip as openai_clip
@@ -204,14 +205,8 @@ class TextEncoder(nn.Module):
         dtype = self.text_projection.dtype
         position = self.positional_embedding.type(dtype)
         prefix = shared_prefix.type(dtype) + position[:n_shared]  # (P, D_t)
-        # Classes of one length (up to their end-of-text token) form a group. The tokens of all
-        # groups are packed into one (N, D_t) tensor for the per-token layers, and viewed as
-        # (C_g, S_g, D_t) per group for the attention.
-        lengths = (eot - n_shared + 1).tolist()
-        groups = [
-            (length, [c for c, own in enumerate(lengths) if own == length])
-            for length in sorted(set(lengths))
-        ]
+        packing = pack_by_length((eot - n_shared + 1).tolist())
+        groups = packing.groups
         x = torch.cat(
             [
                 (
@@ -219,8 +214,7 @@ class TextEncoder(nn.Module):
                 ).flatten(0, 1)
                 for length, members in groups
             ]
-        )
-        sizes = [len(members) * length for length, members in groups]
+        )  # (N, D_t)
         last = len(self.resblocks) - 1
         for index, block in enumerate(self.resblocks):
             attention = block.attn
@@ -231,7 +225,7 @@ class TextEncoder(nn.Module):
             qkv = F.linear(block.ln_1(x), attention.in_proj_weight, attention.in_proj_bias)
             attended = []
             # split, not slicing: its backward concatenates instead of zero-filling per group
-            for (length, members), group_qkv in zip(groups, qkv.split(sizes), strict=True):
+            for (length, members), group_qkv in zip(groups, qkv.split(packing.sizes), strict=True):
                 q, k, v = split_heads(
                     group_qkv.view(len(members), length, -1), attention.num_heads
                 )  # 3 x (H, C_g, S_g, d)
@@ -239,7 +233,7 @@ class TextEncoder(nn.Module):
                     q = q[:, :, -1:]
                 attended.append(attend_after_prefix(q, k, v, k_prefix, v_prefix))
             if index == last:
-                x = x[ends_of(groups)]  # (C, D_t), in group order
+                x = x[packing.ends]  # (C, D_t), in group order
             x = x + attention.out_proj(torch.cat(attended))
             x = x + quick_gelu_mlp(block.mlp, block.ln_2(x))
             if index < last:
@@ -248,8 +242,7 @@ class TextEncoder(nn.Module):
                 )
                 prefix = prefix + attention.out_proj(merge_heads(out_prefix))
                 prefix = prefix + quick_gelu_mlp(block.mlp, block.ln_2(prefix))
-        order = torch.tensor([c for _, members in groups for c in members], device=x.device)
-        x = x[torch.argsort(order)]  # back to class order
+        x = x[torch.argsort(torch.tensor(packing.order, device=x.device))]  # back to class order
         return self.ln_final(x).type(dtype) @ self.text_projection
 
 
@@ -263,13 +256,31 @@ def quick_gelu_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return mlp.c_proj(F.silu(hidden).div_(1.702))
 
 
-def ends_of(groups: list[tuple[int, list[int]]]) -> list[int]:
-    """Row of each class's last token in the packed tokens of `TextEncoder._forward_shared`."""
+class Packing(NamedTuple):
+    """How `TextEncoder` packs each class's own positions into one (N, D_t) tensor.
+
+    Classes of one length form a group; the per-token layers run on all the packed rows at once,
+    the attention on each group viewed as (C_g, S_g, D_t).
+    """
+
+    groups: list[tuple[int, list[int]]]  # (S_g, the classes of that length), shortest first
+    sizes: list[int]  # packed rows of each group, C_g * S_g
+    ends: list[int]  # row of each class's last position, in group order
+    order: list[int]  # the classes in group order
+
+
+def pack_by_length(lengths: list[int]) -> Packing:
+    """The packing of classes with `lengths` own positions each (up to their end-of-text token)."""
+    groups = [
+        (length, [c for c, own in enumerate(lengths) if own == length])
+        for length in sorted(set(lengths))
+    ]
+    sizes = [len(members) * length for length, members in groups]
     ends, start = [], 0
-    for length, members in groups:
+    for (length, members), size in zip(groups, sizes, strict=True):
         ends.extend(start + (i + 1) * length - 1 for i in range(len(members)))
-        start += len(members) * length
-    return ends
+        start += size
+    return Packing(groups, sizes, ends, [c for _, members in groups for c in members])
 
 
 def split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
