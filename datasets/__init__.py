@@ -1,4 +1,4 @@
-"""Dataset classes in CoOp's layouts; importing this package registers all 15 with Dassl."""
+"""Dataset classes in CoOp's layouts; importing this package registers them all with Dassl."""
 
 from . import (  # noqa: F401  (imported for their @DATASET_REGISTRY.register() side effect)
     caltech101,
@@ -15,5 +15,6 @@ from . import (  # noqa: F401  (imported for their @DATASET_REGISTRY.register() 
     oxford_pets,
     stanford_cars,
     sun397,
+    tinyworld,
     ucf101,
 )

@@ -21,3 +21,13 @@ def tiny_clip_files(tmp_path_factory) -> dict[str, Path]:
     """{"RN": path, "ViT": path} of tiny CLIP state dicts in OpenAI's format."""
     folder = tmp_path_factory.mktemp("clip")
     return {arch: write_tiny_clip(folder / f"tiny_{arch}.pt", arch) for arch in ("RN", "ViT")}
+
+
+@pytest.fixture(scope="session")
+def tinyworld_root(tmp_path_factory) -> Path:
+    """A DATASET.ROOT holding a generated tinyworld/ (written once per session)."""
+    from datasets.tinyworld_world import ensure_tinyworld  # the datasets package needs Dassl
+
+    root = tmp_path_factory.mktemp("tinyworld_data")
+    ensure_tinyworld(root)
+    return root

@@ -61,6 +61,7 @@ DISPLAY_NAMES = {
     "imagenet_sketch": "ImageNet-Sketch",
     "imagenet_a": "ImageNet-A",
     "imagenet_r": "ImageNet-R",
+    "tinyworld": "TinyWorld",
 }
 TRAINER_ORDER = ("ZeroshotCLIP", "CoOp", "ProGrad")
 ZERO_SHOT = "ZeroshotCLIP"
