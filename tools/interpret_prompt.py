@@ -262,9 +262,13 @@ def nearest_words(
 
     Raises:
         ValueError: the context and the token embedding differ in width, or `topk` is not in
-            [1, V].
+            [1, V] (V: the tokens whose row is not all zeros).
     """
-    width, vocabulary = token_embedding.shape[1], token_embedding.shape[0]
+    width, rows = token_embedding.shape[1], token_embedding.shape[0]
+    # A checkpoint may store the rows of tokens it never trained as zeros (the shipped tiny CLIP
+    # does): they are not words of its vocabulary.
+    untrained = (token_embedding == 0).all(dim=1)
+    vocabulary = rows - int(untrained.sum())
     if context.shape[-1] != width:
         raise ValueError(
             f"The context vectors are {context.shape[-1]} wide but the token embedding of "
@@ -277,9 +281,12 @@ def nearest_words(
     vectors = context.reshape(-1, width)  # (N, D_t), N = M or C * M
     # cdist's matrix-product form is fast over the whole vocabulary but off by ~1e-4 near zero;
     # re-measuring a shortlist exactly keeps near ties in order and an exact word at distance 0.
-    shortlist_size = min(vocabulary, topk + _SHORTLIST_MARGIN)
-    shortlist = torch.cdist(vectors, token_embedding).topk(shortlist_size, largest=False).indices
+    shortlist_size = min(rows, topk + _SHORTLIST_MARGIN)
+    distances = torch.cdist(vectors, token_embedding)
+    distances[:, untrained] = float("inf")
+    shortlist_distances, shortlist = distances.topk(shortlist_size, largest=False)
     exact = (vectors[:, None, :] - token_embedding[shortlist]).norm(dim=-1)  # (N, shortlist)
+    exact = exact.masked_fill(shortlist_distances.isinf(), float("inf"))
     values, order = exact.topk(topk, dim=1, largest=False)
     indices = shortlist.gather(1, order)
     return [

@@ -12,6 +12,8 @@ Shape glossary:
 from __future__ import annotations
 
 import contextlib
+import gzip
+import io
 import os
 import urllib.error
 import warnings
@@ -47,6 +49,7 @@ TEMPLATES: dict[str, str] = {
     "ImageNetV2": "a photo of a {}.",
     "ImageNetA": "a photo of a {}.",
     "ImageNetR": "a photo of a {}.",
+    "TinyWorld": "a photo of a {}.",  # the project's procedural world (datasets/tinyworld.py)
 }
 DEFAULT_TEMPLATE = "a photo of a {}."
 
@@ -121,6 +124,15 @@ def resolve_clip_file(
         ) from error
 
 
+def uncompressed(file: Path) -> Path | io.BytesIO:
+    """`file`, or its decompressed bytes when it is gzip-compressed (e.g. the shipped tiny CLIP)."""
+    with open(file, "rb") as handle:
+        if handle.read(2) != b"\x1f\x8b":  # gzip's magic number
+            return file
+    with gzip.open(file, "rb") as handle:
+        return io.BytesIO(handle.read())
+
+
 def load_clip(backbone_name: str, path: str = "", download_root: Path | None = None) -> CLIP:
     """OpenAI CLIP on the CPU, in eval mode, with OpenAI's fp16 weights (call .float() for fp32).
 
@@ -133,7 +145,7 @@ def load_clip(backbone_name: str, path: str = "", download_root: Path | None = N
             warnings.simplefilter("ignore", FutureWarning)
             state_dict = torch.jit.load(str(file), map_location="cpu").eval().state_dict()
     except RuntimeError:
-        state_dict = torch.load(file, map_location="cpu", weights_only=True)
+        state_dict = torch.load(uncompressed(file), map_location="cpu", weights_only=True)
     if isinstance(state_dict, dict) and "state_dict" in state_dict:
         state_dict = state_dict["state_dict"]
     try:
