@@ -23,7 +23,7 @@ LAYOUT = Layout(
 
 @DATASET_REGISTRY.register()
 class TinyWorld(DatasetBase):
-    """TinyWorld: 20 train, 4 val and 16 test images per class; generated when missing."""
+    """TinyWorld: 20 train, 4 val and 30 test images per class; generated when missing."""
 
     dataset_dir = LAYOUT.folder
 

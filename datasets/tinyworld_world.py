@@ -4,10 +4,10 @@ One deterministic generator serves two purposes:
 
 - ``tools/pretrain_tiny_clip.py`` pretrains a tiny CLIP on image-caption pairs drawn from the
   *pretraining* domain (dark tinted gradient backgrounds, light pixel noise);
-- ``write_tinyworld`` writes the downstream dataset, in CoOp's Caltech101-style layout, from
-  the *downstream* domain: the same objects on textured, brighter backgrounds under a coloured
-  light, with more noise and blur. Zero-shot transfer to it is imperfect, which leaves the
-  few-shot methods something to learn.
+- ``ensure_tinyworld`` writes the downstream dataset, in CoOp's Caltech101-style layout, from
+  the *downstream* domain: the same objects on textured backgrounds under a warm lamp, with
+  more noise. Zero-shot transfer to it is imperfect (the warm light moves every colour towards
+  its warmer neighbour), which leaves the few-shot methods something to learn.
 
 Classes are ``"<colour> <shape>"`` (8 x 8 = 64); every attribute word is one token of CLIP's BPE.
 Images are drawn at 64x64 as exact inside/outside tests of each shape and averaged down to
@@ -50,7 +50,6 @@ TEMPLATE = "a photo of a {}."  # the hand-crafted prompt (zero-shot CLIP, ProGra
 
 IMAGE_SIZE = 32
 _DRAW_SIZE = 64  # drawn at twice the size, then averaged down (anti-aliasing)
-DOMAINS = ("pretrain", "downstream")
 
 # Captions of the pretraining pairs: {c} colour, {s} shape, {z} size.
 CAPTION_TEMPLATES = (
@@ -81,7 +80,7 @@ SPLIT_FILE = "split_zhou_TinyWorld.json"
 MANIFEST = "world.json"  # what wrote the folder, checked before it is used
 GENERATOR_VERSION = 1
 DATASET_SEED = 2023
-SPLIT_SIZES = {"train": 20, "val": 4, "test": 16}  # images per class
+SPLIT_SIZES = {"train": 20, "val": 4, "test": 30}  # images per class
 
 
 @dataclass(frozen=True)
@@ -156,15 +155,51 @@ def _rgb(count: int, brightness: tuple[float, float], generator: torch.Generator
     return (level * (0.35 + 0.65 * hue)).view(count, 3, 1, 1)
 
 
-def _backgrounds(count: int, domain: str, grid: torch.Tensor, generator) -> torch.Tensor:
-    """Backgrounds (count, 3, H, H): dark gradients (pretrain) or textures (downstream)."""
+@dataclass(frozen=True)
+class Domain:
+    """How a domain draws its images, around the objects (which every domain draws alike).
+
+    Attributes:
+        background: "gradient" (two random colours blended across the image) or "texture"
+            (stripes or a checkerboard of two random colours).
+        background_brightness: range of the background colours' brightness.
+        texture_contrast: how far the texture's second colour lies from its first (0-1).
+        light: range of a random per-image, per-channel gain (coloured light), 1 for none.
+        tint: a fixed per-channel gain applied to every image, (1, 1, 1) for none.
+        blur: soften the image with a 3x3 binomial filter.
+        noise: standard deviation of the Gaussian pixel noise.
+    """
+
+    background: str
+    background_brightness: tuple[float, float]
+    texture_contrast: float = 1.0
+    light: tuple[float, float] = (1.0, 1.0)
+    tint: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    blur: bool = False
+    noise: float = 0.03
+
+
+DOMAINS: dict[str, Domain] = {
+    # What the tiny CLIP is pretrained on: dark gradients, light noise.
+    "pretrain": Domain("gradient", (0.03, 0.25)),
+    # The TinyWorld dataset: on textured cloth under a warm lamp (every colour shifts towards
+    # red and yellow), with more noise.
+    "downstream": Domain(
+        "texture", (0.03, 0.3), light=(0.9, 1.1), tint=(1.0, 0.85, 0.6), noise=0.05
+    ),
+}
+
+
+def _backgrounds(count: int, domain: Domain, grid: torch.Tensor, generator) -> torch.Tensor:
+    """Backgrounds of `domain`: (count, 3, H, H)."""
     x, y = grid
     angle = _uniform(count, 0, 2 * math.pi, generator).view(count, 1, 1)
     along = (x * torch.cos(angle) + y * torch.sin(angle)).unsqueeze(1)  # (count, 1, H, H)
-    if domain == "pretrain":
-        start, end = _rgb(count, (0.03, 0.25), generator), _rgb(count, (0.03, 0.25), generator)
-        return start + (end - start) * (along + 1.5) / 3
-    first, second = _rgb(count, (0.25, 0.75), generator), _rgb(count, (0.25, 0.75), generator)
+    first = _rgb(count, domain.background_brightness, generator)
+    second = _rgb(count, domain.background_brightness, generator)
+    if domain.background == "gradient":
+        return first + (second - first) * (along + 1.5) / 3
+    second = first + domain.texture_contrast * (second - first)
     frequency = _uniform(count, 2.0, 7.0, generator).view(count, 1, 1, 1)
     across = (-x * torch.sin(angle) + y * torch.cos(angle)).unsqueeze(1)
     stripes = torch.sin(frequency * math.pi * along)
@@ -174,14 +209,16 @@ def _backgrounds(count: int, domain: str, grid: torch.Tensor, generator) -> torc
     return first + (second - first) * pattern
 
 
-def render(objects: Objects, domain: str, generator: torch.Generator) -> torch.Tensor:
-    """Images of `objects` in `domain` ("pretrain" or "downstream"): (N, 3, 32, 32) in [0, 1].
+def render(objects: Objects, domain: str | Domain, generator: torch.Generator) -> torch.Tensor:
+    """Images of `objects` in `domain` (a name of DOMAINS, or a Domain): (N, 3, 32, 32) in [0, 1].
 
     Each object gets a random position, scale (by its size), rotation (±20°) and a slightly
     jittered colour; backgrounds, light and noise follow the domain.
     """
-    if domain not in DOMAINS:
-        raise ValueError(f'domain is "{domain}"; use one of {", ".join(DOMAINS)}')
+    if isinstance(domain, str):
+        if domain not in DOMAINS:
+            raise ValueError(f'domain is "{domain}"; use one of {", ".join(DOMAINS)}')
+        domain = DOMAINS[domain]
     count = len(objects.colour)
     axis = (torch.arange(_DRAW_SIZE) + 0.5) / _DRAW_SIZE * 2 - 1
     y_grid, x_grid = torch.meshgrid(-axis, axis, indexing="ij")  # y up
@@ -209,17 +246,15 @@ def render(objects: Objects, domain: str, generator: torch.Generator) -> torch.T
     mask = mask.unsqueeze(1)
     image = background * (1 - mask) + colour.view(count, 3, 1, 1) * mask
     image = F.avg_pool2d(image, _DRAW_SIZE // IMAGE_SIZE)
-    if domain == "downstream":
-        # Coloured light and a soft focus: every pixel is tinted, edges are blurred.
-        light = _uniform(count * 3, 0.6, 1.25, generator).view(count, 3, 1, 1)
-        image = image * light
-        blur = torch.tensor([1.0, 2.0, 1.0])
-        kernel = (blur[:, None] * blur[None, :] / 16).expand(3, 1, 3, 3)
+    if domain.light != (1.0, 1.0):
+        image = image * _uniform(count * 3, *domain.light, generator).view(count, 3, 1, 1)
+    if domain.tint != (1.0, 1.0, 1.0):
+        image = image * torch.tensor(domain.tint).view(1, 3, 1, 1)
+    if domain.blur:
+        binomial = torch.tensor([1.0, 2.0, 1.0])
+        kernel = (binomial[:, None] * binomial[None, :] / 16).expand(3, 1, 3, 3)
         image = F.conv2d(F.pad(image, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
-        noise = 0.08
-    else:
-        noise = 0.03
-    image = image + noise * torch.randn(image.shape, generator=generator)
+    image = image + domain.noise * torch.randn(image.shape, generator=generator)
     return image.clamp(0, 1)
 
 
@@ -260,7 +295,7 @@ def vocabulary_texts() -> list[str]:
     return texts + [" ".join(FILLER_WORDS)] + [TEMPLATE.format(name) for name in CLASSNAMES]
 
 
-def class_images(label: int, count: int, domain: str, seed: int) -> torch.Tensor:
+def class_images(label: int, count: int, domain: str | Domain, seed: int) -> torch.Tensor:
     """`count` images of class `label`, the same for the same arguments: (count, 3, 32, 32)."""
     generator = torch.Generator().manual_seed(seed * 1000 + label)
     colour, shape = class_attributes(label)

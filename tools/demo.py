@@ -1,24 +1,26 @@
-"""The whole pipeline in minutes on a CPU, with no downloads: data, training, tables, plots.
+"""The paper in miniature, on a CPU in minutes: zero-shot CLIP, CoOp and ProGrad on TinyWorld.
 
 Usage (from anywhere):
-    python tools/demo.py [--workdir demo_output] [--epochs 2] [--classes 5] [--shots 2]
-                         [--seeds "1 2"] [--images-per-class 10]
+    python tools/demo.py [--workdir demo_output] [--shots "1 4 16"] [--epochs 10]
+                         [--base2new-epochs 20] [--seeds "1"] [--clip pretrained|random]
 
-Writes a small synthetic dataset in Caltech101's real layout and a small random CLIP checkpoint
-in OpenAI's format, then runs the real protocol scripts as a user would,
+Runs the real protocol scripts, as a user would, on TinyWorld (the project's procedural world of
+64 coloured shapes, generated on first use) with the project's tiny CLIP, pretrained on another
+domain of that world and shipped in assets/ (configs/trainers/*/tiny.yaml):
 
-    bash scripts/prograd/main.sh caltech101 rn50 SHOTS
-    bash scripts/coop/main.sh caltech101 rn50 SHOTS
+    SUBS="all base new" bash scripts/zeroshot.sh tinyworld tiny        zero-shot CLIP
+    bash scripts/{coop,prograd}/main.sh tinyworld tiny K              few-shot, K in --shots
+    CFG=tiny bash scripts/{coop,prograd}/base2new_{train,test}.sh tinyworld    base-to-new
 
-with DATA, OUTPUT, SEEDS, EPOCHS and EXTRA_OPTS (the tiny CLIP file, 32x32 images, fp32, small
-batches) set, then prints `python tools/parse_results.py OUTPUT`'s tables and a ProGrad vs CoOp
-summary, and draws the accuracy-vs-shots figure and each method's training curves.
+with DATA, OUTPUT, SEEDS and EPOCHS set, then prints `python tools/parse_results.py OUTPUT`'s
+tables and a summary (few-shot accuracy per shot count; base, new and their harmonic mean H),
+and draws the accuracy-vs-shots figure, a base-to-new figure and the base-to-new training
+curves of CoOp and ProGrad.
 
-The CLIP is random, so the accuracies say nothing about the methods: the demo shows what runs,
-what is written where, and what the tools make of it. Everything lands under --workdir:
-data/, clip/, output/ (the runs), logs/ (the scripts' output), *.png. Running the demo again
-reuses the data and skips finished runs; a new --epochs, --shots or --seeds adds runs next to
-them, and nothing already there is overwritten.
+--clip random swaps in a tiny random CLIP (written to the workdir) for the fastest smoke run:
+everything runs, nothing learns. Everything lands under --workdir: data/ (TinyWorld), output/
+(the runs), logs/ (the scripts' output), *.png. Running the demo again skips finished runs; new
+--shots, --epochs or --seeds add runs next to them, and nothing already there is overwritten.
 """
 
 from __future__ import annotations
@@ -26,102 +28,116 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     # Run as a file (python tools/demo.py): make the repository root importable.
     sys.path.insert(0, str(REPO_ROOT))
-# The synthetic dataset and the tiny CLIP are the test suite's helpers (tests/synthetic_data.py,
-# tests/tiny_clip.py): one copy of each, used by the tests and by this demo alike.
+# The random tiny CLIP is the test suite's helper (tests/tiny_clip.py): one copy for both.
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # clip's own import
 
-from synthetic_data import split_counts, write_caltech101  # noqa: E402
+import yaml  # noqa: E402
 from tabulate import tabulate  # noqa: E402
-from tiny_clip import IMAGE_SIZE, write_tiny_clip  # noqa: E402
 
 from tools.plot_curves import load_curves, plot_curves  # noqa: E402
-from tools.results import TRAINER_ORDER, aggregate, collect_runs, format_stat  # noqa: E402
-
-DATASET = "caltech101"
-CFG = "rn50"
-TRAINERS = ("ProGrad", "CoOp")
-SETTINGS_FILE = "demo.json"
-# Fixed options for the tiny CLIP on a CPU. The LR is above the paper's 0.002 and warmup is off
-# so that a two-epoch run visibly moves the prompt.
-DEMO_OPTIONS = (
-    ("INPUT.SIZE", f"({IMAGE_SIZE},{IMAGE_SIZE})"),  # the tiny CLIP's resolution
-    ("TRAINER.COOP.PREC", "fp32"),  # fp16 matmuls are slow or missing on CPUs
-    ("DATALOADER.NUM_WORKERS", "0"),
-    ("DATALOADER.TRAIN_X.BATCH_SIZE", "4"),
-    ("DATALOADER.TEST.BATCH_SIZE", "32"),
-    ("OPTIM.LR", "0.05"),
-    ("OPTIM.WARMUP_EPOCH", "0"),
-    ("TRAIN.PRINT_FREQ", "1"),
+from tools.results import (  # noqa: E402
+    ZERO_SHOT,
+    Setting,
+    Stat,
+    aggregate,
+    collect_runs,
+    format_stat,
+    harmonic_mean,
 )
-# Protocol settings a user may have exported for real runs; the demo uses the defaults instead.
-CLEARED_VARIABLES = ("DRY_RUN", "LAMBDA", "NCTX", "CSC", "CTP", "CFG", "SHOTS", "LOADEP", "SUBS")
+
+DATASET = "tinyworld"
+CFG = "tiny"
+TRAINERS = ("CoOp", "ProGrad")
+METHODS = (ZERO_SHOT, *TRAINERS)
+CLIPS = ("pretrained", "random")
+SETTINGS_FILE = "demo.json"
+# Protocol settings a user may have exported for real runs; the demo sets its own.
+CLEARED_VARIABLES = (
+    "DRY_RUN",
+    "LAMBDA",
+    "NCTX",
+    "CSC",
+    "CTP",
+    "CFG",
+    "SHOTS",
+    "LOADEP",
+    "SUBS",
+    "EPOCHS",
+    "EXTRA_OPTS",
+)
 # The notes scripts/common.sh prints for each run directory.
 RUN_NOTES = ("run: ", "skip: ", "rerun: ")
 
 
 @dataclass(frozen=True)
-class DataSettings:
-    """What the synthetic dataset of a workdir was made with; its runs were trained on it."""
+class DemoSettings:
+    """What the runs of a workdir share, so that a second call adds to them consistently."""
 
-    classes: int
-    images_per_class: int
+    clip: str
 
 
-def check_arguments(args: argparse.Namespace) -> list[int]:
-    """The seeds, after checking every argument; raises ValueError naming the bad one."""
-    for name in ("epochs", "classes", "shots", "images_per_class"):
+def parse_numbers(flag: str, text: str, minimum: int) -> list[int]:
+    """Space-separated integers >= `minimum`; raises ValueError naming `flag`."""
+    try:
+        values = [int(value) for value in text.split()]
+    except ValueError:
+        values = []
+    if not values or any(value < minimum for value in values):
+        raise ValueError(
+            f'{flag} is "{text}"; give integers >= {minimum}, separated by spaces, e.g. '
+            f'{flag} "{max(minimum, 1)} {max(minimum, 1) + 1}".'
+        )
+    return values
+
+
+def check_arguments(args: argparse.Namespace) -> tuple[list[int], list[int]]:
+    """(seeds, shots) after checking every argument; raises ValueError naming the bad one."""
+    for name in ("epochs", "base2new_epochs", "base2new_shots"):
         if getattr(args, name) < 1:
             flag = "--" + name.replace("_", "-")
             raise ValueError(f"{flag} is {getattr(args, name)}; give a positive integer.")
-    try:
-        seeds = [int(seed) for seed in args.seeds.split()]
-    except ValueError:
-        seeds = []
-    if not seeds or any(seed < 0 for seed in seeds):
-        raise ValueError(f'--seeds is "{args.seeds}"; give integers >= 0, e.g. --seeds "1 2".')
-    n_train = split_counts(args.images_per_class)[0]  # raises below 4 images per class
-    if args.shots > n_train:
-        raise ValueError(
-            f"--shots {args.shots} is more than the {n_train} training images per class that "
-            f"--images-per-class {args.images_per_class} gives; lower --shots or raise "
-            f"--images-per-class (half of the images are for training)."
-        )
-    return seeds
+    shots = parse_numbers("--shots", args.shots, 1)
+    train_images = 20  # per class in TinyWorld's train split (datasets/tinyworld_world.py)
+    for value in [*shots, args.base2new_shots]:
+        if value > train_images:
+            raise ValueError(
+                f"{value} shots is more than the {train_images} training images per class of "
+                f"TinyWorld; pick shot counts from 1 to {train_images}."
+            )
+    return parse_numbers("--seeds", args.seeds, 0), shots
 
 
-def prepare_workdir(workdir: Path, settings: DataSettings) -> None:
+def prepare_workdir(workdir: Path, settings: DemoSettings) -> None:
     """Create `workdir`, or check that an existing one was made by the demo with `settings`.
 
     Raises:
         ValueError: the path holds whitespace (EXTRA_OPTS splits at it), is a non-empty folder
-            the demo did not make, or was made with other data settings.
+            the demo did not make, or was made with another CLIP.
     """
     if any(character.isspace() for character in str(workdir)):
         raise ValueError(
-            f"--workdir {str(workdir)!r} contains whitespace; the demo passes the CLIP file "
-            f"inside it through EXTRA_OPTS, which splits at whitespace. Choose a path without "
-            f"spaces."
+            f"--workdir {str(workdir)!r} contains whitespace; the demo passes paths inside it "
+            f"to the scripts, which split options at whitespace. Choose a path without spaces."
         )
     settings_file = workdir / SETTINGS_FILE
     if settings_file.is_file():
-        recorded = DataSettings(**json.loads(settings_file.read_text()))
-        if recorded != settings:
+        recorded = json.loads(settings_file.read_text())
+        if recorded != {"clip": settings.clip}:
+            shown = recorded.get("clip", "an older version of the demo")
             raise ValueError(
-                f"{workdir} was made with --classes {recorded.classes} --images-per-class "
-                f"{recorded.images_per_class}, and its runs were trained on that data. Rerun "
-                f"with those values, or pass a new --workdir."
+                f"{workdir} was made with --clip {shown}, and its runs were trained with that "
+                f"CLIP. Rerun with --clip {shown}, or pass a new --workdir."
             )
         return
     if workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
@@ -130,108 +146,210 @@ def prepare_workdir(workdir: Path, settings: DataSettings) -> None:
             f"a new or empty --workdir so that nothing in it is overwritten."
         )
     workdir.mkdir(parents=True, exist_ok=True)
-    settings_file.write_text(json.dumps(asdict(settings), indent=2) + "\n")
+    settings_file.write_text(json.dumps({"clip": settings.clip}, indent=2) + "\n")
 
 
-def ensure_dataset(workdir: Path, settings: DataSettings) -> Path:
-    """The synthetic Caltech101 root (DATA), written on the first call and reused after."""
-    root = workdir / "data"
-    if root.is_dir():
-        print(f"Reusing the synthetic Caltech101 in {root}")
-        return root
-    # Written next to its final place and renamed, so an interrupted demo leaves no half dataset.
-    partial = workdir / "data.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    write_caltech101(partial, settings.classes, settings.images_per_class, IMAGE_SIZE)
-    partial.rename(root)
-    n_train, n_val, n_test = split_counts(settings.images_per_class)
-    print(
-        f"Wrote a synthetic Caltech101 to {root}: {settings.classes} classes, "
-        f"{n_train}/{n_val}/{n_test} train/val/test images per class, {IMAGE_SIZE}x{IMAGE_SIZE}"
-    )
-    return root
+def configured_clip() -> Path:
+    """The pretrained tiny CLIP that configs/trainers/*/tiny.yaml load (MODEL.BACKBONE.PATH).
 
-
-def ensure_clip(workdir: Path) -> Path:
-    """A tiny random CLIP state dict in OpenAI's format, written on the first call."""
-    path = workdir / "clip" / "tiny_RN.pt"
-    if path.is_file():
-        print(f"Reusing the tiny random CLIP {path}")
-        return path
-    partial = write_tiny_clip(path.with_suffix(".partial"), "RN")
-    partial.rename(path)
-    print(f"Wrote a tiny random CLIP (modified ResNet, OpenAI's state-dict format) to {path}")
+    Raises:
+        ValueError: the file is not there.
+    """
+    config = yaml.safe_load((REPO_ROOT / "configs" / "trainers" / "CoOp" / f"{CFG}.yaml").open())
+    path = REPO_ROOT / config["MODEL"]["BACKBONE"]["PATH"]
+    if not path.is_file():
+        raise ValueError(
+            f"the pretrained tiny CLIP {path} is missing (it ships with the repository). "
+            f"Restore it (git checkout -- {path.relative_to(REPO_ROOT)}), or write one with "
+            f"python tools/pretrain_tiny_clip.py, or run the demo with --clip random."
+        )
     return path
 
 
-def script_environment(
-    workdir: Path, clip_file: Path, seeds: list[int], epochs: int
-) -> dict[str, str]:
-    """The environment for scripts/*/main.sh: the demo's data, output, seeds and options."""
+def ensure_random_clip(workdir: Path) -> Path:
+    """A tiny random CLIP (ViT, 32x32 input) in OpenAI's format, written on the first call."""
+    from tiny_clip import write_tiny_clip  # imports torch and CLIP: only this mode needs them
+
+    path = workdir / "clip" / "tiny_random_ViT.pt"
+    if path.is_file():
+        print(f"Reusing the tiny random CLIP {path}")
+        return path
+    partial = write_tiny_clip(path.with_suffix(".partial"), "ViT")
+    partial.rename(path)
+    print(f"Wrote a tiny random CLIP (OpenAI's state-dict format) to {path}")
+    return path
+
+
+def script_environment(workdir: Path, seeds: list[int], random_clip: Path | None) -> dict[str, str]:
+    """The environment of every script call: the demo's data, output, seeds and options."""
     environment = {k: v for k, v in os.environ.items() if k not in CLEARED_VARIABLES}
-    extra = [("MODEL.BACKBONE.PATH", str(clip_file)), *DEMO_OPTIONS]
     environment.update(
         DATA=str(workdir / "data"),
         OUTPUT=str(workdir / "output"),
         SEEDS=" ".join(str(seed) for seed in seeds),
-        EPOCHS=str(epochs),
         PYTHON=sys.executable,
-        EXTRA_OPTS=" ".join(f"{key} {value}" for key, value in extra),
         OUTDATED_IGNORE="1",  # no PyPI version check when train.py imports Dassl
     )
+    # The tiny CLIP's tensors are too small to gain from several threads, and on cores shared
+    # with other jobs OpenMP's waiting threads make a run several times slower.
+    environment.setdefault("OMP_NUM_THREADS", "1")
+    if random_clip is not None:
+        environment["EXTRA_OPTS"] = f"MODEL.BACKBONE.PATH {random_clip}"
     return environment
 
 
-def run_protocol(trainer: str, shots: int, environment: dict[str, str], log: Path) -> list[Path]:
-    """Run scripts/<trainer>/main.sh; return its run directories (new, resumed or skipped).
+def run_script(
+    script: str,
+    arguments: list[str],
+    settings: dict[str, str],
+    environment: dict[str, str],
+    log: Path,
+) -> list[Path]:
+    """Run `bash scripts/<script> ARGUMENTS` with `settings` added to the environment.
 
-    The script's output is appended to `log`; its per-run notes are printed.
+    Returns its run directories (new, resumed or skipped); its output is appended to `log`,
+    its per-run notes are printed.
 
     Raises:
         RuntimeError: the script failed; the message holds the end of its output.
     """
-    command = ["bash", f"scripts/{trainer.lower()}/main.sh", DATASET, CFG, str(shots)]
-    print(f"\n$ {' '.join(command)}    (output: {log})", flush=True)
+    shown = " ".join([*(f'{k}="{v}"' for k, v in settings.items()), "bash", f"scripts/{script}"])
+    shown = f"{shown} {' '.join(arguments)}"
+    print(f"\n$ {shown}    (output: {log})", flush=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     start = log.stat().st_size if log.exists() else 0
     with log.open("a") as output:
-        output.write(f"$ {' '.join(command)}\n")
+        output.write(f"$ {shown}\n")
         output.flush()
         completed = subprocess.run(
-            command, cwd=REPO_ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT
+            ["bash", f"scripts/{script}", *arguments],
+            cwd=REPO_ROOT,
+            env={**environment, **settings},
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
     with log.open("rb") as output:
         output.seek(start)
         this_call = output.read().decode(errors="replace").splitlines()
     notes = [line for line in this_call if line.startswith(RUN_NOTES)]
-    for note in notes:
-        print(f"  {note}")
+    for line in this_call:
+        if line.startswith(RUN_NOTES) or line.startswith("TinyWorld: "):
+            print(f"  {line}")
     if completed.returncode != 0:
         tail = "\n".join(this_call[-25:])
         raise RuntimeError(
-            f"{' '.join(command)} failed (exit {completed.returncode}); the end of {log}:\n{tail}"
+            f"{shown} failed (exit {completed.returncode}); the end of {log}:\n{tail}"
         )
     # Each note is "<kind>: <run directory>[ has ...]"; the directory holds no spaces.
     return [Path(note.split(": ", 1)[1].split(" ", 1)[0]) for note in notes]
 
 
-def _trainer_rank(trainer: str) -> int:
-    return TRAINER_ORDER.index(trainer) if trainer in TRAINER_ORDER else len(TRAINER_ORDER)
+@dataclass
+class DemoRuns:
+    """The run directories of one demo call, per protocol and method."""
+
+    fewshot: dict[str, list[Path]]
+    base2new_train: dict[str, list[Path]]
+    evaluations: list[Path]  # zero-shot runs and base-to-new tests
+
+    def all(self) -> set[Path]:
+        paths = [
+            path
+            for group in (self.fewshot, self.base2new_train)
+            for p in group.values()
+            for path in p
+        ]
+        return {path.resolve() for path in [*paths, *self.evaluations]}
 
 
-def summary_table(output: Path, shots: int, run_dirs: dict[str, list[Path]]) -> str:
-    """ProGrad and CoOp side by side for the runs of this call: mean ± std over the seeds."""
-    wanted = {path.resolve() for paths in run_dirs.values() for path in paths}
-    runs = [run for run in collect_runs(output).runs if run.log.parent.resolve() in wanted]
-    stats = sorted(aggregate(runs).items(), key=lambda item: _trainer_rank(item[0].trainer))
-    rows = [
-        [setting.trainer, setting.shots, " ".join(map(str, stat.seeds)), format_stat(stat)]
-        for setting, stat in stats
-    ]
-    headers = ["Method", "Shots", "Seeds", "Accuracy (%)"]
-    body = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
-    title = f"Demo summary, {shots} shots (a random tiny CLIP: the numbers show the pipeline only)"
-    return f"{title}\n\n{body}"
+def run_protocols(
+    environment: dict[str, str],
+    shots: list[int],
+    epochs: int,
+    base2new: tuple[int, int],
+    logs: Path,
+) -> DemoRuns:
+    """Zero-shot, few-shot at each of `shots`, and base-to-new (shots, epochs), in that order."""
+    b2n_shots, b2n_epochs = base2new
+    runs = DemoRuns({trainer: [] for trainer in TRAINERS}, {}, [])
+    runs.evaluations += run_script(
+        "zeroshot.sh",
+        [DATASET, CFG],
+        {"SUBS": "all base new"},
+        environment,
+        logs / "ZeroshotCLIP.log",
+    )
+    for k in shots:
+        for trainer in TRAINERS:
+            runs.fewshot[trainer] += run_script(
+                f"{trainer.lower()}/main.sh",
+                [DATASET, CFG, str(k)],
+                {"EPOCHS": str(epochs)},
+                environment,
+                logs / f"{trainer}.log",
+            )
+    b2n = {"CFG": CFG, "SHOTS": str(b2n_shots), "EPOCHS": str(b2n_epochs)}
+    for trainer in TRAINERS:
+        log = logs / f"{trainer}_base2new.log"
+        script = f"{trainer.lower()}/base2new"
+        runs.base2new_train[trainer] = run_script(
+            f"{script}_train.sh", [DATASET], b2n, environment, log
+        )
+        runs.evaluations += run_script(f"{script}_test.sh", [DATASET], b2n, environment, log)
+    return runs
+
+
+def _method_rank(trainer: str) -> int:
+    return METHODS.index(trainer) if trainer in METHODS else len(METHODS)
+
+
+def summary(stats: dict[Setting, Stat], shots: list[int]) -> tuple[str, dict[str, list]]:
+    """The paper in miniature: a row per method, few-shot columns, then base / new / H.
+
+    Returns:
+        the table as text, and per method its base-to-new (base, new, H) means (None if missing).
+    """
+    few = {(s.trainer, s.shots): stat for s, stat in stats.items() if s.protocol == "fewshot"}
+    b2n = {(s.trainer, s.split): stat for s, stat in stats.items() if s.protocol == "base2new"}
+    rows, base2new = [], {}
+    for method in sorted({s.trainer for s in stats}, key=_method_rank):
+        if method == ZERO_SHOT:
+            fewshot_cells = [format_stat(few.get((method, 0)))] * len(shots)
+        else:
+            fewshot_cells = [format_stat(few.get((method, k))) for k in shots]
+        base, new = b2n.get((method, "base")), b2n.get((method, "new"))
+        h = harmonic_mean(base.mean, new.mean) if base and new else None
+        base2new[method] = [None if stat is None else stat.mean for stat in (base, new)] + [h]
+        label = "Zero-shot CLIP" if method == ZERO_SHOT else method
+        h_cell = "–" if h is None else f"{h:.2f}"
+        rows.append([label, *fewshot_cells, format_stat(base), format_stat(new), h_cell])
+    headers = ["Method", *(f"{k}-shot" for k in shots), "Base", "New", "H"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), base2new
+
+
+def plot_base2new(base2new: dict[str, list], path: Path) -> None:
+    """Grouped bars: base, new and H accuracy of each method."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    methods = [m for m in METHODS if m in base2new]
+    figure = Figure(figsize=(6, 3.6))
+    FigureCanvasAgg(figure)
+    axis = figure.subplots()
+    width = 0.8 / len(methods)
+    for index, method in enumerate(methods):
+        values = [value if value is not None else 0.0 for value in base2new[method]]
+        positions = [group + (index - (len(methods) - 1) / 2) * width for group in range(3)]
+        label = "Zero-shot CLIP" if method == ZERO_SHOT else method
+        bars = axis.bar(positions, values, width, label=label)
+        axis.bar_label(bars, fmt="%.1f", fontsize="x-small")
+    axis.set_xticks(range(3), ["base classes", "new classes", "H"])
+    axis.set_ylabel("accuracy (%)")
+    axis.set_title("TinyWorld base-to-new (trained on the base classes)")
+    axis.legend(fontsize="small", loc="lower left")
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,31 +361,41 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO_ROOT / "demo_output",
         help="where everything is written (default: demo_output/ in the repo)",
     )
-    parser.add_argument("--epochs", type=int, default=2, help="training epochs per run (2)")
-    parser.add_argument("--classes", type=int, default=5, help="synthetic classes (5)")
-    parser.add_argument("--shots", type=int, default=2, help="training images per class (2)")
-    parser.add_argument("--seeds", default="1 2", help='seeds, space-separated ("1 2")')
+    parser.add_argument("--shots", default="1 4 16", help='few-shot shot counts ("1 4 16")')
+    parser.add_argument("--epochs", type=int, default=10, help="few-shot training epochs (10)")
     parser.add_argument(
-        "--images-per-class",
-        type=int,
-        default=10,
-        help="synthetic images per class, half for training (10)",
+        "--base2new-shots", type=int, default=4, help="base-to-new shots per class (4)"
+    )
+    parser.add_argument(
+        "--base2new-epochs", type=int, default=20, help="base-to-new training epochs (20)"
+    )
+    parser.add_argument("--seeds", default="1", help='seeds, space-separated ("1")')
+    parser.add_argument(
+        "--clip",
+        choices=CLIPS,
+        default="pretrained",
+        help="the shipped pretrained tiny CLIP (default), or a random one (fastest smoke run: "
+        "nothing learns)",
     )
     args = parser.parse_args(argv)
 
     workdir = args.workdir.expanduser().resolve()
-    settings = DataSettings(args.classes, args.images_per_class)
     try:
-        seeds = check_arguments(args)
-        prepare_workdir(workdir, settings)
-        ensure_dataset(workdir, settings)
-        clip_file = ensure_clip(workdir)
-        environment = script_environment(workdir, clip_file, seeds, args.epochs)
-        logs = workdir / "logs"
-        run_dirs = {
-            trainer: run_protocol(trainer, args.shots, environment, logs / f"{trainer}.log")
-            for trainer in TRAINERS
-        }
+        seeds, shots = check_arguments(args)
+        prepare_workdir(workdir, DemoSettings(args.clip))
+        if args.clip == "pretrained":
+            print(f"CLIP: the pretrained tiny CLIP {configured_clip()} (configs: {CFG}.yaml)")
+            random_clip = None
+        else:
+            random_clip = ensure_random_clip(workdir)
+        environment = script_environment(workdir, seeds, random_clip)
+        runs = run_protocols(
+            environment,
+            shots,
+            args.epochs,
+            (args.base2new_shots, args.base2new_epochs),
+            workdir / "logs",
+        )
     except (ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -279,23 +407,35 @@ def main(argv: list[str] | None = None) -> int:
     if subprocess.run(command, cwd=REPO_ROOT).returncode != 0:
         print("error: tools/parse_results.py failed; see its message above.", file=sys.stderr)
         return 1
-    print(summary_table(output, args.shots, run_dirs))
 
-    print("\nTraining curves (python tools/plot_curves.py RUN_DIR):")
-    for trainer, directories in run_dirs.items():
+    wanted = runs.all()
+    found = collect_runs(output).runs
+    stats = aggregate(run for run in found if run.log.parent.resolve() in wanted)
+    table, base2new = summary(stats, shots)
+    what = "a random CLIP: the numbers show the pipeline only" if random_clip else "tiny CLIP"
+    print(
+        f"TinyWorld in miniature ({what}; seeds {args.seeds}; few-shot {args.epochs} epochs; "
+        f"base-to-new {args.base2new_shots} shots, {args.base2new_epochs} epochs; accuracy %)"
+        f"\n\n{table}\n"
+    )
+    base2new_png = workdir / "base2new.png"
+    plot_base2new(base2new, base2new_png)
+    print(f"wrote {base2new_png}")
+    print("Training curves of base-to-new (python tools/plot_curves.py RUN_DIR):")
+    for trainer, directories in runs.base2new_train.items():
         png = workdir / f"curves_{trainer}.png"
         try:
             curves, source = load_curves(directories[0])
-            plot_curves(curves, png, f"{trainer}, {directories[0].name} (from {source})")
+            plot_curves(curves, png, f"{trainer}, base-to-new {directories[0].name} ({source})")
         except ValueError as error:
             print(f"  no curves for {trainer}: {error}")
             continue
         print(f"  wrote {png}")
-    prograd_run = run_dirs["ProGrad"][0]
     print(
-        f"\nNext: the words nearest to ProGrad's learned context (random here, meaningful with "
-        f"real CLIP weights):\n  python tools/interpret_prompt.py {prograd_run}\n"
-        f"Real runs: DATA=/path/to/datasets bash scripts/prograd/main.sh caltech101 rn50 16"
+        f"\nNext: the words nearest to ProGrad's learned context:\n"
+        f"  python tools/interpret_prompt.py {runs.base2new_train['ProGrad'][0]}\n"
+        f"The main job on TinyWorld: DATA={workdir / 'data'} bash scripts/prograd/main.sh "
+        f"{DATASET} {CFG} 16"
     )
     return 0
 
