@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"  wrote {png}")
     print(
-        f"\nNext: the words nearest to ProGrad's learned context:\n"
+        f"\nNext (from the repository root): the words nearest to ProGrad's learned context:\n"
         f"  python tools/interpret_prompt.py {runs.base2new_train['ProGrad'][0]}\n"
         f"The main job on TinyWorld: DATA={workdir / 'data'} bash scripts/prograd/main.sh "
         f"{DATASET} {CFG} 16"
