@@ -27,6 +27,7 @@ from yacs.config import CfgNode as CN  # noqa: E402
 
 import datasets  # noqa: E402,F401  (registers the datasets)
 import trainers.coop  # noqa: E402,F401  (registers the trainers)
+import trainers.kgcoop  # noqa: E402,F401
 import trainers.prograd  # noqa: E402,F401
 import trainers.zsclip  # noqa: E402,F401
 
@@ -41,14 +42,20 @@ def extend_cfg(cfg: CN) -> None:
     cfg.TRAINER.COOP.CTX_INIT = None
     cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32 or amp
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle or front
+    # KgCoOp: weight W >= 0 of 1 - mean cos(learned, hand-crafted text features); the official
+    # default (their scripts pass 8.0).
+    cfg.TRAINER.COOP.W = 1.0
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new (base-to-new protocol)
     cfg.MODEL.BACKBONE.PATH = ""  # local CLIP checkpoint (JIT archive or state dict), offline use
 
     cfg.LOSS = CN()
-    cfg.LOSS.NAME = "prograd"  # the only ProGrad loss
+    cfg.LOSS.NAME = "prograd"  # ProGrad trainer: "prograd", or "kd" (CoOp + distillation)
     cfg.LOSS.T = 1.0  # distillation temperature of the KL term (scaled by T^2)
     cfg.LOSS.LAMBDA = 1.0  # projection strength in [0, 1]; 0 is CoOp's update
+    # kd: weight α in [0, 1] of the KL term, (1 - α) CE + α T² KL; 0 is CoOp's loss (and the
+    # official code's default, which would make kd plain CoOp).
+    cfg.LOSS.ALPHA = 0.5
 
 
 def reset_cfg(cfg: CN, args: argparse.Namespace) -> None:

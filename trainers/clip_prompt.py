@@ -49,13 +49,35 @@ TEMPLATES: dict[str, str] = {
     "ImageNetR": "a photo of a {}.",
 }
 DEFAULT_TEMPLATE = "a photo of a {}."
+# KgCoOp's hand-crafted prompts, its teacher (official code, trainers/kgcoop.py CUSTOM_TEMPLATES:
+# CoOp's zero-shot templates, with "a photo of a {}, a type of texture." for DTD).
+KGCOOP_TEMPLATES: dict[str, str] = {
+    "OxfordPets": "a photo of a {}, a type of pet.",
+    "OxfordFlowers": "a photo of a {}, a type of flower.",
+    "FGVCAircraft": "a photo of a {}, a type of aircraft.",
+    "DescribableTextures": "a photo of a {}, a type of texture.",
+    "EuroSAT": "a centered satellite photo of {}.",
+    "StanfordCars": "a photo of a {}.",
+    "Food101": "a photo of {}, a type of food.",
+    "SUN397": "a photo of a {}.",
+    "Caltech101": "a photo of a {}.",
+    "UCF101": "a photo of a person doing {}.",
+    "ImageNet": "a photo of a {}.",
+    "ImageNetSketch": "a photo of a {}.",
+    "ImageNetV2": "a photo of a {}.",
+    "ImageNetA": "a photo of a {}.",
+    "ImageNetR": "a photo of a {}.",
+}
 
 _tokenizer = SimpleTokenizer()
 
 
-def template_for(dataset_name: str) -> str:
-    """The hand-crafted template of a dataset ("a photo of a {}." for datasets we do not know)."""
-    return TEMPLATES.get(dataset_name, DEFAULT_TEMPLATE)
+def template_for(dataset_name: str, templates: dict[str, str] = TEMPLATES) -> str:
+    """The hand-crafted template of a dataset ("a photo of a {}." for datasets we do not know).
+
+    `templates`: TEMPLATES (ProGrad's, the default) or KGCOOP_TEMPLATES.
+    """
+    return templates.get(dataset_name, DEFAULT_TEMPLATE)
 
 
 def template_context_words(template: str) -> str:
@@ -517,12 +539,22 @@ class CustomCLIP(nn.Module):
         return features / features.norm(dim=-1, keepdim=True)
 
     def forward(
-        self, image: torch.Tensor, return_teacher: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Student logits (B, C); with `return_teacher`, also the teacher's logits (B, C)."""
+        self, image: torch.Tensor, return_teacher: bool = False, return_text_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Student logits (B, C); with `return_teacher`, also the teacher's logits (B, C).
+
+        With `return_text_features` (KgCoOp): (logits, the learned prompts' text features (C, D),
+        the teacher's text features (C, D)), both L2-normalised. Returned from forward, not read
+        from attributes, so that they also come back under nn.DataParallel.
+        """
         image_features = self.encode_image(image)
         logit_scale = self.logit_scale.exp()
-        student = logit_scale * image_features @ self.text_features().t()
+        text_features = self.text_features()
+        student = logit_scale * image_features @ text_features.t()
+        if return_text_features:
+            if self.teacher_text_features is None:
+                raise ValueError("this CustomCLIP was built without teacher text features")
+            return student, text_features, self.teacher_text_features
         if not return_teacher:
             return student
         if self.teacher_text_features is None:

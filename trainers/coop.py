@@ -89,6 +89,10 @@ class CoOp(CheckpointMixin, TrainerX):
     def check_cfg(self, cfg) -> None:
         check_prompt_cfg(cfg)
 
+    def prompt_context(self, cfg) -> tuple[int, str | None]:
+        """(n_ctx, init_words) of the learned context; see `context_init`."""
+        return context_init(cfg)
+
     def teacher_text_features(self, clip_model, classnames: list[str]) -> torch.Tensor | None:
         """Text features of a frozen teacher prompt; CoOp has none."""
         return None
@@ -101,7 +105,7 @@ class CoOp(CheckpointMixin, TrainerX):
         # then computed there too.
         clip_model = load_clip_for(cfg, self.precision).to(self.device)
 
-        n_ctx, init_words = context_init(cfg)
+        n_ctx, init_words = self.prompt_context(cfg)
         prompt_learner = PromptLearner(
             clip_model,
             classnames,
