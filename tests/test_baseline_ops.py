@@ -48,9 +48,7 @@ def test_kgcoop_loss_is_cross_entropy_plus_weighted_regulariser():
     """CE + W · L_kg, with CE by hand: −log softmax(logits)[label] averaged over the batch."""
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     labels = torch.tensor([0, 0])
-    hand_ce = (
-        -math.log(math.exp(2) / (math.exp(2) + 1)) - math.log(1 / (1 + math.exp(1)))
-    ) / 2
+    hand_ce = (-math.log(math.exp(2) / (math.exp(2) + 1)) - math.log(1 / (1 + math.exp(1)))) / 2
     student = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     teacher = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # cosines 1 and 0: L_kg = 0.5
     total, xe_loss, kg_loss = kgcoop_loss(logits, labels, student, teacher, weight=8.0)

@@ -12,9 +12,9 @@ import torch
 from dassl.engine import TRAINER_REGISTRY
 from dassl.metrics import compute_accuracy
 
+from .baseline_steps import distillation_gradients
 from .clip_prompt import template_for, zero_shot_text_features
 from .coop import CoOp
-from .baseline_steps import distillation_gradients
 from .prograd_ops import GradientDiagnostics
 from .steps import prograd_gradients
 
