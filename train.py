@@ -28,6 +28,7 @@ from yacs.config import CfgNode as CN  # noqa: E402
 import datasets  # noqa: E402,F401  (registers the datasets)
 import trainers.coop  # noqa: E402,F401  (registers the trainers)
 import trainers.kgcoop  # noqa: E402,F401
+import trainers.linear_probe  # noqa: E402,F401
 import trainers.prograd  # noqa: E402,F401
 import trainers.zsclip  # noqa: E402,F401
 
@@ -45,6 +46,14 @@ def extend_cfg(cfg: CN) -> None:
     # KgCoOp: weight W >= 0 of 1 - mean cos(learned, hand-crafted text features); the official
     # default (their scripts pass 8.0).
     cfg.TRAINER.COOP.W = 1.0
+
+    # LinearProbeCLIP (CoOp's lpclip/ protocol; TRAINER.COOP.PREC sets the encoder's precision).
+    cfg.TRAINER.LINEAR_PROBE = CN()
+    cfg.TRAINER.LINEAR_PROBE.VALIDATION = "val"  # C chosen on: "val" split, or "train" hold-out
+    cfg.TRAINER.LINEAR_PROBE.SEARCH_STEPS = 8  # rounds of the C search after the grid
+    cfg.TRAINER.LINEAR_PROBE.MAX_ITER = 1000  # L-BFGS iterations per fit
+    # Image-feature cache; "" is $XDG_CACHE_HOME (or ~/.cache)/prograd/clip_features.
+    cfg.TRAINER.LINEAR_PROBE.FEATURE_CACHE = ""
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new (base-to-new protocol)
     cfg.MODEL.BACKBONE.PATH = ""  # local CLIP checkpoint (JIT archive or state dict), offline use
