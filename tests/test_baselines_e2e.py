@@ -21,6 +21,11 @@ KGCOOP_YAML = "configs/trainers/KgCoOp/rn50_ep100.yaml"
 PROGRAD_YAML = "configs/trainers/ProGrad/rn50.yaml"
 COOP_CTXV1_YAML = "configs/trainers/CoOp/rn50_ep100_ctxv1.yaml"  # CTX_INIT "a photo of a"
 KD = ("LOSS.NAME", "kd")
+# method -> (trainer, config, options)
+METHODS = {
+    "KgCoOp": ("KgCoOp", KGCOOP_YAML, ("TRAINER.COOP.W", "8.0")),
+    "KD": ("ProGrad", PROGRAD_YAML, KD),
+}
 
 
 @pytest.fixture(scope="module")
@@ -188,11 +193,7 @@ def test_kgcoop_and_kd_train_in_fp16_and_amp_on_cpu(
     monkeypatch, tmp_path, data_root, tiny_clip_files, precision, trainer_name
 ):
     """fp16 and amp: the prompt moves, stays finite, and no step is skipped."""
-    name, config, opts = (
-        ("KgCoOp", KGCOOP_YAML, ("TRAINER.COOP.W", "8.0"))
-        if trainer_name == "KgCoOp"
-        else ("ProGrad", PROGRAD_YAML, KD)
-    )
+    name, config, opts = METHODS[trainer_name]
     trainer = build(
         monkeypatch, name, config, tmp_path, data_root, tiny_clip_files["ViT"], *opts,
         "TRAINER.COOP.PREC", precision, "TEST.NO_TEST", "True", "OPTIM.LR", "0.05", epochs=1,
@@ -211,11 +212,7 @@ def test_kgcoop_and_kd_train_and_evaluate_on_cuda(
 ):
     """On CUDA in fp16, amp and fp32: the prompt (on the GPU) moves and stays finite, no step is
     skipped, and the test accuracy is a number."""
-    name, config, opts = (
-        ("KgCoOp", KGCOOP_YAML, ("TRAINER.COOP.W", "8.0"))
-        if trainer_name == "KgCoOp"
-        else ("ProGrad", PROGRAD_YAML, KD)
-    )
+    name, config, opts = METHODS[trainer_name]
     trainer = build(
         monkeypatch, name, config, tmp_path, data_root, tiny_clip_files["ViT"], *opts,
         "TRAINER.COOP.PREC", precision, "OPTIM.LR", "0.05", "USE_CUDA", "True", epochs=1,

@@ -50,23 +50,15 @@ TEMPLATES: dict[str, str] = {
 }
 DEFAULT_TEMPLATE = "a photo of a {}."
 # KgCoOp's hand-crafted prompts, its teacher (official code, trainers/kgcoop.py CUSTOM_TEMPLATES:
-# CoOp's zero-shot templates, with "a photo of a {}, a type of texture." for DTD).
+# CoOp's zero-shot templates, with "a photo of a {}, a type of texture." for DTD): the class name
+# first where ProGrad's put it last.
 KGCOOP_TEMPLATES: dict[str, str] = {
+    **TEMPLATES,
     "OxfordPets": "a photo of a {}, a type of pet.",
     "OxfordFlowers": "a photo of a {}, a type of flower.",
     "FGVCAircraft": "a photo of a {}, a type of aircraft.",
     "DescribableTextures": "a photo of a {}, a type of texture.",
-    "EuroSAT": "a centered satellite photo of {}.",
-    "StanfordCars": "a photo of a {}.",
     "Food101": "a photo of {}, a type of food.",
-    "SUN397": "a photo of a {}.",
-    "Caltech101": "a photo of a {}.",
-    "UCF101": "a photo of a person doing {}.",
-    "ImageNet": "a photo of a {}.",
-    "ImageNetSketch": "a photo of a {}.",
-    "ImageNetV2": "a photo of a {}.",
-    "ImageNetA": "a photo of a {}.",
-    "ImageNetR": "a photo of a {}.",
 }
 
 _tokenizer = SimpleTokenizer()
