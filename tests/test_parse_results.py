@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tools.parse_results import main
+from tools.protocols import default_variant
 from tools.results import (
     MISSING,
     Setting,
@@ -433,10 +434,8 @@ def write_methods_tree(root: Path) -> None:
     for index, method in enumerate(METHODS_SHUFFLED):
         for seed in (1, 2):
             for dataset, offset in (("caltech101", 20.0), ("dtd", 0.0)):
-                write(
-                    fewshot_dir(root, dataset, method, 16, seed),
-                    training_log(50.0 + index + offset + seed),
-                )
+                run_dir = root / dataset / method / "rn50_16shots" / default_variant(method)
+                write(run_dir / f"seed{seed}", training_log(50.0 + index + offset + seed))
     write(root / "ZeroshotCLIP" / "rn50" / "caltech101", eval_log(86.3))
     write(root / "ZeroshotCLIP" / "rn50" / "dtd", eval_log(42.2))
 
