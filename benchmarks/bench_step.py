@@ -268,31 +268,19 @@ def our_prograd_step(
     precision.step(optimizer, params, result.gradients)
 
 
-def our_kgcoop_step(
+def our_baseline_step(
+    gradients: Callable[..., object],
     model: CustomCLIP,
     optimizer: torch.optim.Optimizer,
     precision: Precision,
     image: torch.Tensor,
     label: torch.Tensor,
+    **loss_args: float,
 ) -> None:
-    """What the KgCoOp trainer does per batch: kgcoop_gradients, then Precision.step."""
+    """What the KgCoOp trainer (kgcoop_gradients) or the ProGrad trainer with LOSS.NAME kd
+    (distillation_gradients) does per batch: the method's gradients, then Precision.step."""
     params = [model.prompt_learner.ctx]
-    result = kgcoop_gradients(model, image, label, precision, params, weight=KGCOOP_WEIGHT)
-    precision.step(optimizer, params, result.gradients)
-
-
-def our_kd_step(
-    model: CustomCLIP,
-    optimizer: torch.optim.Optimizer,
-    precision: Precision,
-    image: torch.Tensor,
-    label: torch.Tensor,
-) -> None:
-    """What the ProGrad trainer does per batch with LOSS.NAME kd: distillation_gradients, step."""
-    params = [model.prompt_learner.ctx]
-    result = distillation_gradients(
-        model, image, label, precision, params, alpha=KD_ALPHA, temperature=TEMPERATURE
-    )
+    result = gradients(model, image, label, precision, params, **loss_args)
     precision.step(optimizer, params, result.gradients)
 
 
@@ -416,8 +404,14 @@ def build_methods(
         }
     optimizers = {m: torch.optim.SGD(learners[m].parameters(), **SGD) for m in methods}
     precisions = {m: Precision(spec["precision"], device) for m in methods}
-    ours = {"coop": our_coop_step, "prograd": our_prograd_step, "kgcoop": our_kgcoop_step,
-            "kd": our_kd_step}  # fmt: skip
+    ours = {
+        "coop": our_coop_step,
+        "prograd": our_prograd_step,
+        "kgcoop": functools.partial(our_baseline_step, kgcoop_gradients, weight=KGCOOP_WEIGHT),
+        "kd": functools.partial(
+            our_baseline_step, distillation_gradients, alpha=KD_ALPHA, temperature=TEMPERATURE
+        ),
+    }
     steps = {}
     for method in methods:
         if method == "straightforward":

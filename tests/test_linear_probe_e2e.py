@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
 from synthetic_data import write_caltech101, write_imagenet, write_imagenet_a  # noqa: E402
-from test_train_e2e import build, cli_args, run_train_py  # noqa: E402
+from test_train_e2e import build  # noqa: E402
 from tiny_clip import write_tiny_clip  # noqa: E402
 
 from trainers.frozen_image import FrozenImageEncoder  # noqa: E402
@@ -50,16 +50,15 @@ def cache_files(cache) -> set[str]:
     return {str(path.relative_to(cache)) for path in cache.rglob("*.pt")}
 
 
-def test_train_py_run_writes_a_checkpoint_and_dasslss_result_and_eval_only_reproduces_it(
-    tmp_path, data_root, tiny_clip_files
+def test_a_run_logs_its_c_search_saves_its_probe_and_eval_only_reproduces_its_result(
+    monkeypatch, tmp_path, data_root, tiny_clip_files, capsys
 ):
-    """train.py --trainer LinearProbeCLIP: C search logged, linear_probe/model.pth.tar-1 with the
-    class names, "Finish training" then a `=> result` block; --eval-only gives the same result."""
-    out, cache = tmp_path / "run", tmp_path / "cache"
-    opts = ("TRAINER.LINEAR_PROBE.FEATURE_CACHE", str(cache), "DATASET.NUM_SHOTS", "2")
-    run_train_py(*cli_args("LinearProbeCLIP", LP_YAML, out, data_root, tiny_clip_files["RN"],
-                           *opts))  # fmt: skip
-    log = (out / "log.txt").read_text()
+    """The C search logged, linear_probe/model.pth.tar-1 with the class names, "Finish training"
+    then a `=> result` block; the checkpoint evaluates (as --eval-only does) to the same result
+    with the test features read from the cache."""
+    out, cache, clip_file = tmp_path / "run", tmp_path / "cache", tiny_clip_files["RN"]
+    probe(monkeypatch, out, data_root, clip_file, cache).train()
+    log = capsys.readouterr().out
     assert "C search, validation accuracy on the grid: 1e+06:" in log
     assert len(re.findall(r"C search round \d+:", log)) == 8
     assert log.index("Finish training") < log.index("=> result")
@@ -70,13 +69,10 @@ def test_train_py_run_writes_a_checkpoint_and_dasslss_result_and_eval_only_repro
     assert state["_extra_state"]["classnames"] == ["accordion", "airplane", "anchor", "ant"]
     assert cache_files(cache) and all(name.startswith("Caltech101/") for name in cache_files(cache))
 
-    eval_out = tmp_path / "eval"
-    flags = ("--eval-only", "--model-dir", str(out), "--load-epoch", "1")
-    run_train_py(*cli_args("LinearProbeCLIP", LP_YAML, eval_out, data_root,
-                           tiny_clip_files["RN"], *opts, flags=flags))  # fmt: skip
-    eval_log = (eval_out / "log.txt").read_text()
-    assert float(ACCURACY.search(eval_log).group(1)) == trained
-    assert "extracting" not in eval_log  # the test features came from the cache
+    evaluator = probe(monkeypatch, tmp_path / "eval", data_root, clip_file, cache)
+    evaluator.load_model(str(out), epoch=1)
+    assert evaluator.test() == pytest.approx(trained, abs=0.05)
+    assert "extracting" not in capsys.readouterr().out  # the test features came from the cache
 
 
 def test_other_shots_and_seed_reuse_the_cached_features(

@@ -391,6 +391,32 @@ def transfer_tables(stats: dict[Setting, Stat]) -> list[Table]:
     return tables
 
 
+def _comparisons(settings: Iterable[Setting]) -> list[tuple[str, int, list[str], list[tuple]]]:
+    """(backbone, shots, datasets, methods) of each comparison table of one protocol.
+
+    One table per backbone and shot count; its methods are (trainer, variant, shots) in the
+    paper's order, zero-shot CLIP of the backbone (shots 0) among them.
+    """
+    settings = list(settings)
+    comparisons = []
+    for backbone, shots in sorted({(s.backbone, s.shots) for s in settings if s.shots > 0}):
+        here = [s for s in settings if s.backbone == backbone and s.shots in (0, shots)]
+        methods = {
+            (s.trainer, s.variant, s.shots)
+            for s in here
+            if s.shots == shots or s.trainer == ZERO_SHOT
+        }
+        comparisons.append(
+            (
+                backbone,
+                shots,
+                _dataset_order(s.dataset for s in here if s.shots == shots),
+                sorted(methods, key=lambda m: (_trainer_rank(m[0]), m[1])),
+            )
+        )
+    return comparisons
+
+
 def fewshot_comparison_tables(stats: dict[Setting, Stat]) -> list[Table]:
     """The paper's few-shot comparison: methods × datasets with the average, one table per
     backbone and shot count; zero-shot CLIP of that backbone is a row of each."""
@@ -400,17 +426,7 @@ def fewshot_comparison_tables(stats: dict[Setting, Stat]) -> list[Table]:
         if s.protocol == "fewshot" and s.dataset not in DG_TARGETS
     }
     tables = []
-    for backbone, shots in sorted({(s.backbone, s.shots) for s in fewshot if s.shots > 0}):
-        here = [s for s in fewshot if s.backbone == backbone and s.shots in (0, shots)]
-        datasets = _dataset_order(s.dataset for s in here if s.shots == shots)
-        methods = sorted(
-            {
-                (s.trainer, s.variant, s.shots)
-                for s in here
-                if s.shots == shots or s.trainer == ZERO_SHOT
-            },
-            key=lambda m: (_trainer_rank(m[0]), m[1]),
-        )
+    for backbone, shots, datasets, methods in _comparisons(fewshot):
         rows = []
         for trainer, variant, k in methods:
             cells = [
@@ -439,17 +455,7 @@ def base2new_comparison_tables(stats: dict[Setting, Stat]) -> list[Table]:
     averaged over the datasets, and methods × datasets of H; zero-shot CLIP is a row of each."""
     b2n = {s: stat for s, stat in stats.items() if s.protocol == "base2new"}
     tables = []
-    for backbone, shots in sorted({(s.backbone, s.shots) for s in b2n if s.shots > 0}):
-        here = [s for s in b2n if s.backbone == backbone and s.shots in (0, shots)]
-        datasets = _dataset_order(s.dataset for s in here if s.shots == shots)
-        methods = sorted(
-            {
-                (s.trainer, s.variant, s.shots)
-                for s in here
-                if s.shots == shots or s.trainer == ZERO_SHOT
-            },
-            key=lambda m: (_trainer_rank(m[0]), m[1]),
-        )
+    for backbone, shots, datasets, methods in _comparisons(b2n):
         average_rows, h_rows = [], []
         for trainer, variant, k in methods:
             bases, news, hs = [], [], []

@@ -123,7 +123,11 @@ class FeatureCache:
         except (RuntimeError, OSError, ValueError, EOFError) as error:
             print(f"Feature cache: cannot read {path} ({error}); extracting again")
             return None
-        if data.get("key") != key.as_dict() or data.get("impaths") != [i.impath for i in items]:
+        if (
+            not isinstance(data, dict)
+            or data.get("key") != key.as_dict()
+            or data.get("impaths") != [i.impath for i in items]
+        ):
             print(f"Feature cache: {path} belongs to other inputs; extracting again")
             return None
         return SplitFeatures(data["features"], data["labels"], data["impaths"])
