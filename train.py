@@ -26,8 +26,10 @@ from dassl.utils import collect_env_info, set_random_seed, setup_logger  # noqa:
 from yacs.config import CfgNode as CN  # noqa: E402
 
 import datasets  # noqa: E402,F401  (registers the datasets)
+import trainers.cocoop  # noqa: E402,F401
 import trainers.coop  # noqa: E402,F401  (registers the trainers)
 import trainers.prograd  # noqa: E402,F401
+import trainers.prograd_cocoop  # noqa: E402,F401
 import trainers.zsclip  # noqa: E402,F401
 
 
@@ -42,6 +44,14 @@ def extend_cfg(cfg: CN) -> None:
     cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32 or amp
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle or front
 
+    # CoCoOp and ProGradCoCoOp (the CoOp repository's keys).
+    cfg.TRAINER.COCOOP = CN()
+    cfg.TRAINER.COCOOP.N_CTX = 16  # number of context vectors (when CTX_INIT is empty)
+    # Initialization words (N_CTX then ignored); ""/None: random. None lets check_cfg, not yacs,
+    # refuse other types with a clear message.
+    cfg.TRAINER.COCOOP.CTX_INIT = None
+    cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16, fp32 or amp
+
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new (base-to-new protocol)
     cfg.MODEL.BACKBONE.PATH = ""  # local CLIP checkpoint (JIT archive or state dict), offline use
 
@@ -49,6 +59,8 @@ def extend_cfg(cfg: CN) -> None:
     cfg.LOSS.NAME = "prograd"  # the only ProGrad loss
     cfg.LOSS.T = 1.0  # distillation temperature of the KL term (scaled by T^2)
     cfg.LOSS.LAMBDA = 1.0  # projection strength in [0, 1]; 0 is CoOp's update
+    # per_tensor: each trainable tensor projected on its own (official code); whole: as one vector
+    cfg.LOSS.PROJECTION = "per_tensor"
 
 
 def reset_cfg(cfg: CN, args: argparse.Namespace) -> None:

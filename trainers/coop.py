@@ -93,14 +93,13 @@ class CoOp(CheckpointMixin, TrainerX):
         """Text features of a frozen teacher prompt; CoOp has none."""
         return None
 
-    def build_model(self) -> None:
-        cfg = self.cfg
-        classnames = self.dm.dataset.classnames
-        self.precision = Precision(cfg.TRAINER.COOP.PREC, self.device)
-        # On the training device from the start: the teacher's text features of 1000 classes are
-        # then computed there too.
-        clip_model = load_clip_for(cfg, self.precision).to(self.device)
+    def precision_mode(self) -> str:
+        """The PREC value of this trainer's config block."""
+        return self.cfg.TRAINER.COOP.PREC
 
+    def build_custom_clip(self, clip_model, classnames: list[str]) -> CustomCLIP:
+        """CLIP + this trainer's prompt learner (+ the teacher's text features, if any)."""
+        cfg = self.cfg
         n_ctx, init_words = context_init(cfg)
         prompt_learner = PromptLearner(
             clip_model,
@@ -111,7 +110,18 @@ class CoOp(CheckpointMixin, TrainerX):
             class_token_position=cfg.TRAINER.COOP.CLASS_TOKEN_POSITION,
         )
         teacher = self.teacher_text_features(clip_model, classnames)
-        self.model = CustomCLIP(clip_model, prompt_learner, teacher)
+        return CustomCLIP(clip_model, prompt_learner, teacher)
+
+    def build_model(self) -> None:
+        cfg = self.cfg
+        classnames = self.dm.dataset.classnames
+        self.precision = Precision(self.precision_mode(), self.device)
+        # On the training device from the start: the teacher's text features of 1000 classes are
+        # then computed there too.
+        clip_model = load_clip_for(cfg, self.precision).to(self.device)
+
+        self.model = self.build_custom_clip(clip_model, classnames)
+        prompt_learner = self.model.prompt_learner
         for name, param in self.model.named_parameters():
             param.requires_grad_(name.startswith("prompt_learner."))
         if cfg.MODEL.INIT_WEIGHTS:
