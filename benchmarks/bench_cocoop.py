@@ -18,7 +18,7 @@ backbone, methods interleaved one step each per round, `--warmup` untimed steps 
 measures the peak memory under the torch profiler), then the median of `--repeats` timed steps;
 the ratio of the medians of the process's CPU time is reported beside the wall-time ratio. The
 straightforward step runs only up to `--straightforward-max-prompts` image x class prompts per
-step (it takes ~0.13 s and ~27 MiB per prompt on a 2-core CPU); beyond, and wherever a step would
+step (it takes ~0.16 s of CPU time and ~27 MiB per prompt); beyond, and wherever a step would
 not fit in memory, its time and memory are extrapolated linearly in the number of prompts from
 its two largest measured points and marked "(est.)".
 
@@ -188,6 +188,8 @@ def extrapolate_prompts(points: list[tuple[int, float]], prompts: int) -> float 
 def run_worker(spec: dict) -> dict:
     """One backbone, every point, in this process."""
     device = torch.device(spec["device"])
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
     precision = Precision(spec["precision"], device)
     clip_model = build_clip(spec["backbone"], precision, device)
     if device.type == "cpu":
@@ -395,6 +397,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run the straightforward step only up to this many image x class prompts per step",
     )  # fmt: skip
     parser.add_argument("--prograd", action="store_true", help="also time our ProGradCoCoOp step")
+    parser.add_argument(
+        "--threads", type=int, default=0,
+        help="torch CPU threads (default: torch's choice); 1 is steadier on a machine shared "
+        "with other work, where threads wait for each other at every operation",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smoke run: 10x1 and 10x2, 1 step")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -430,6 +437,7 @@ def main(argv: list[str] | None = None) -> None:
             "warmup": args.warmup,
             "repeats": args.repeats,
             "straightforward_max_prompts": args.straightforward_max_prompts,
+            "threads": args.threads,
         }
         print(f"{args.device} {backbone} {args.precision}", flush=True)
         out = run_in_subprocess(spec)

@@ -65,6 +65,8 @@ def prepare(work: Path, arch: str, classes: int) -> None:
     with torch.no_grad():  # a start away from the word embeddings and from the default init
         for param in learner.parameters():
             param.add_(0.05 * torch.randn_like(param))
+        # The tiny meta-net has 2 hidden units: keep them active, so every tensor gets gradients.
+        learner.meta_net.linear1.bias.add_(1.0)
     state = without_token_buffers(learner.state_dict())
     torch.save({"state_dict": state, "epoch": 0}, work / "start.pth")
 

@@ -171,7 +171,7 @@ KGCOOP_DEFAULTS = {  # KgCoOp's official scripts
     "xd": Defaults("vit_b16_ep100_ctxv1", shots=4),
 }
 COCOOP_DEFAULTS = {  # the CoOp repository's scripts/cocoop/
-    # few-shot: not in CoCoOp's paper; its base-to-new config and epochs. To confirm (issue 13).
+    # few-shot: not in CoCoOp's paper; its own config (batch 1) and 10 epochs at every shot count.
     "fewshot": Defaults("vit_b16_c4_ep10_batch1_ctxv1", epochs=epochs_10),
     "base2new": Defaults("vit_b16_c4_ep10_batch1_ctxv1", shots=16, epochs=epochs_10),
     "xd": Defaults("vit_b16_c4_ep10_batch1_ctxv1", shots=16),
@@ -197,7 +197,7 @@ METHODS: dict[str, Method] = {
             prompt=None,
         ),
         Method("CoOp", "CoOp", "CoOp", COOP_DEFAULTS),
-        # Configs arrive with issue 13 (TRAINER.COCOOP.* keys).
+        # configs/trainers/CoCoOp, keys TRAINER.COCOOP.* (N_CTX, CTX_INIT, PREC).
         Method("CoCoOp", "CoCoOp", "CoCoOp", COCOOP_DEFAULTS, prompt=COCOOP_PROMPT),
         # The official ProGrad repository's distillation baseline: ProGrad's trainer and configs
         # with the KD loss, the protocol defaults of CoOp. LOSS.NAME kd arrives with issue 9.

@@ -85,6 +85,11 @@ class CoCoOp(CoOp):
 
     def build_custom_clip(self, clip_model, classnames: list[str]) -> CoCoOpCLIP:
         n_ctx, init_words = cocoop_context_init(self.cfg)
+        if init_words and n_ctx != self.cfg.TRAINER.COCOOP.N_CTX:
+            print(
+                f"Note: TRAINER.COCOOP.N_CTX {self.cfg.TRAINER.COCOOP.N_CTX} is not used: the "
+                f'context is the {n_ctx} tokens of TRAINER.COCOOP.CTX_INIT "{init_words}"'
+            )
         prompt_learner = CoCoOpPromptLearner(clip_model, classnames, n_ctx, init_words)
         teacher = self.teacher_text_features(clip_model, classnames)
         return CoCoOpCLIP(clip_model, prompt_learner, teacher)

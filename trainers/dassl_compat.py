@@ -143,14 +143,17 @@ def load_state_checked(model: torch.nn.Module, state_dict: dict, path: str) -> N
             raise ValueError(
                 f"{path}: '{key}' has shape {tuple(value.shape)} but this model expects "
                 f"{tuple(expected[key].shape)}. The checkpoint was trained with other "
-                f"TRAINER.COOP.N_CTX / TRAINER.COOP.CSC settings or another backbone; use "
-                f"the same ones to evaluate it."
+                f"N_CTX / CTX_INIT / CSC settings (TRAINER.COOP or TRAINER.COCOOP) or another "
+                f"backbone; use the same ones to evaluate it."
             )
     missing = [k for k in expected if k not in state_dict and k not in IGNORED_CHECKPOINT_KEYS]
     if missing:
         raise ValueError(
             f"{path} lacks {missing}; it is not a checkpoint of a {type(model).__name__}."
         )
+    unused = sorted(k for k in state_dict if k not in expected)
+    if unused:  # e.g. a CoCoOp meta-net given to CoOp: say so rather than drop it silently
+        print(f"Note: {path} also holds {unused}, which a {type(model).__name__} does not use")
     model.load_state_dict(state_dict, strict=False)
 
 

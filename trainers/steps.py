@@ -1,6 +1,8 @@
 """One training step of CoOp and of ProGrad, as plain functions (no cfg, no Dassl).
 
-The Dassl trainers call these from `forward_backward`; the benchmarks time them directly.
+The Dassl trainers call these from `forward_backward`; the benchmarks time them directly. They
+take any model with CustomCLIP's interface, so CoCoOp and ProGradCoCoOp (CoCoOpCLIP) use them
+too. `prograd_rule` is ProGrad's update for any prompt learner's parameters.
 """
 
 from __future__ import annotations
