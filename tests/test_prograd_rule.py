@@ -1,6 +1,8 @@
 """ProGrad's rule for your own prompt learner: the trainer of the README's section "ProGrad for
 your own prompt learner", defined here, registered with real Dassl and trained."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -56,10 +58,9 @@ class ShiftedProGrad(CoOp):
             student, teacher = self.model(image, return_teacher=True)
         xe_loss = cross_entropy_loss(student, label)  # the domain loss
         kl_loss = kl_to_teacher_loss(student, teacher, self.cfg.LOSS.T)  # the general loss
-        update = prograd_rule(
-            xe_loss, kl_loss, self.trainable_params, self.precision, self.cfg.LOSS.LAMBDA,
-            per_tensor=self.cfg.LOSS.PROJECTION == "per_tensor",
-        )  # fmt: skip
+        params, lambda_ = self.trainable_params, self.cfg.LOSS.LAMBDA
+        per_tensor = self.cfg.LOSS.PROJECTION == "per_tensor"
+        update = prograd_rule(xe_loss, kl_loss, params, self.precision, lambda_, per_tensor)
         self.step(update.gradients)  # skips a non-finite step
         self.end_of_step()
         conflict = float(update.conflicted)
@@ -124,3 +125,14 @@ def test_with_lambda_zero_your_trainer_takes_the_cross_entropy_step(
     for gradient, reference in zip(update.gradients, expected, strict=True):
         assert reference.abs().sum() > 0
         assert torch.equal(gradient, reference)
+
+
+def test_the_readme_shows_exactly_this_trainer():
+    """The README's example is the code above, so what it shows is what these tests train."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    shown = readme[readme.index("class ShiftedPromptLearner") :]
+    shown = shown[: shown.index("```")]
+    source = Path(__file__).read_text()
+    defined = source[source.index("class ShiftedPromptLearner") : source.index("# ---- the tests")]
+    assert shown.strip() == defined.strip()
