@@ -34,7 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 VARIANT = "nctx16_cscFalse_ctpend"
 COMMON_OPTS = (
     "INPUT.SIZE (32,32) DATALOADER.NUM_WORKERS 0 DATALOADER.TEST.BATCH_SIZE 64 "
-    "TRAINER.COOP.PREC fp32 USE_CUDA False"
+    "TRAINER.COOP.PREC fp32"
 )
 # A run long enough to interrupt mid-epoch: 8 classes x 16 shots, batch 1: 128 steps per epoch.
 LONG = {
@@ -56,14 +56,18 @@ def data_root(tmp_path_factory) -> Path:
     return write_caltech101(tmp_path_factory.mktemp("data"), num_classes=8, images_per_class=40)
 
 
-def environment(output: Path, data: Path, clip: Path, kind: dict, **extra: str | None) -> dict:
-    """The sweep's environment: DATA, OUTPUT, EPOCHS, EXTRA_OPTS, one CPU thread per run."""
+def environment(
+    output: Path, data: Path, clip: Path, kind: dict, cuda: bool = False, **extra: str | None
+) -> dict:
+    """The sweep's environment: DATA, OUTPUT, EPOCHS, EXTRA_OPTS, one CPU thread per run; the
+    runs use the CPU unless ``cuda``."""
     env = dict(os.environ)
+    device = "" if cuda else " USE_CUDA False"
     env.update(
         DATA=str(data),
         OUTPUT=str(output),
         EPOCHS=kind["EPOCHS"],
-        EXTRA_OPTS=f"MODEL.BACKBONE.PATH {clip} {COMMON_OPTS} {kind['opts']}",
+        EXTRA_OPTS=f"MODEL.BACKBONE.PATH {clip} {COMMON_OPTS} {kind['opts']}{device}",
         OMP_NUM_THREADS="1",
         OUTDATED_IGNORE="1",
     )
@@ -188,6 +192,14 @@ def test_dry_run_lists_finished_unfinished_and_new_runs_and_submits_nothing(tmp_
         assert f"  {state:<10} train {run_dir}" in lines
     assert "would submit 2 runs in 2 unit(s) to 1 local worker(s) on the CPU" in lines[-1]
     assert not (output / sweep_tool.SWEEPS).exists() and not runs[2].exists()
+
+
+def test_local_gpus_follow_cuda_visible_devices(monkeypatch):
+    """The local pool's GPUs are CUDA_VISIBLE_DEVICES's entries; an empty value means none."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert sweep_tool.visible_gpus() == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert sweep_tool.visible_gpus() == []
 
 
 @pytest.mark.parametrize(
@@ -491,3 +503,25 @@ def test_wait_lists_a_failed_run_with_its_log_and_last_error(tmp_path, data_root
     assert "failed (exit 1): error: LOSS.LAMBDA is 2.0; it must lie in [0, 1]" in completed.stdout
     status = sweep("status", str(output), env=env, cwd=tmp_path)
     assert totals(status.stdout) == ["0", "0", "0", "1", "0"]
+
+
+@pytest.mark.slow
+def test_local_workers_each_see_only_their_own_gpu(tmp_path, data_root, tiny_clip_files):
+    """On a GPU machine: one worker per GPU, each run on one GPU (no DataParallel), on CUDA."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    output = tmp_path / "out"
+    env = environment(output, data_root, tiny_clip_files["RN"], SHORT, cuda=True)
+    completed = sweep(
+        "fewshot", "--trainers", "CoOp", "ProGrad", *SHORT_ARGS, "--cluster", "local", "--wait",
+        "--poll", "1", env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    gpus = sweep_tool.visible_gpus()
+    devices = [worker["device"] for worker in manifest(output)["workers"]]
+    assert devices == gpus and all("," not in device for device in devices)
+    for log in output.glob("caltech101/*/rn50_2shots/*/seed1/log.txt"):
+        text = log.read_text()
+        assert "Finish training" in text and "Multiple GPUs detected" not in text
+        assert "USE_CUDA: True" in text
