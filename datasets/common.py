@@ -436,10 +436,13 @@ def write_cache(data: dict, path: str) -> None:
     except OSError as error:
         with contextlib.suppress(OSError):
             os.remove(temporary)
+        folder = os.path.dirname(path)
+        while not os.path.isdir(folder):
+            folder = os.path.dirname(folder)
         raise ValueError(
             f"Cannot write the cache {path} ({error.strerror or error}). The loaders keep their "
-            f"caches inside the dataset folder, as CoOp does: make {os.path.dirname(path)} "
-            f"writable, or copy the dataset to a writable place and point DATASET.ROOT there."
+            f"caches inside the dataset folder, as CoOp does: make {folder} writable, or copy "
+            f"the dataset to a writable place and point DATASET.ROOT there."
         ) from error
 
 
