@@ -233,6 +233,16 @@ def test_ctx_init_takes_words_and_booleans_from_files_and_command_line(
     assert cfg.TRAINER.COOP.CTX_INIT == expected
 
 
+@pytest.mark.parametrize(
+    "config", sorted(str(path.relative_to(ROOT)) for path in (ROOT / "configs").rglob("*.yaml"))
+)
+def test_every_shipped_config_file_is_taken(monkeypatch, config):
+    """The checks refuse none of the configs in configs/ (dataset and trainer files alike)."""
+    monkeypatch.chdir(ROOT)
+    flag = "--dataset-config-file" if "/datasets/" in config else "--config-file"
+    train.setup_cfg(train.build_parser().parse_args([flag, config]))
+
+
 def test_command_line_values_in_every_reasonable_form_are_taken(monkeypatch):
     """Top-level keys, an integer for a float, true/false, a number as a folder name."""
     monkeypatch.chdir(ROOT)
@@ -412,7 +422,9 @@ def test_dataset_folder_that_cannot_be_written_is_named(fails, tmp_path, data_ro
               "split_fewshot", "make", "writable")  # fmt: skip
 
 
-@pytest.mark.parametrize("which", ["--root", "--config-file", "--model-dir", "BACKBONE.PATH"])
+@pytest.mark.parametrize(
+    "which", ["--root", "--config-file", "--model-dir", "--resume", "BACKBONE.PATH"]
+)
 def test_path_of_the_wrong_kind_is_named(fails, tmp_path, data_root, clip_file, which):
     """A file where a folder is expected, or a folder where a file is: the flag and the path."""
     a_file, a_folder = tmp_path / "a_file", tmp_path / "a_folder"
@@ -429,6 +441,9 @@ def test_path_of_the_wrong_kind_is_named(fails, tmp_path, data_root, clip_file, 
         args = argv(data_root, tmp_path / "run", clip_file,
                     flags=["--eval-only", "--model-dir", a_file, "--load-epoch", "1"])  # fmt: skip
         culprit = f"--model-dir {a_file} is a file"
+    elif which == "--resume":
+        args = argv(data_root, tmp_path / "run", clip_file, flags=["--resume", a_file])
+        culprit = f"RESUME {a_file} is a file"
     else:
         args = argv(data_root, tmp_path / "run", clip_file, "MODEL.BACKBONE.PATH", a_folder)
         culprit = f"MODEL.BACKBONE.PATH {a_folder} is a folder"
