@@ -6,10 +6,12 @@
 #   DASSL_SRC     a copy of Dassl to install (default ../Dassl.pytorch, cloned when missing);
 #                 pip builds inside it, so it must be writable
 #   DASSL_COMMIT  the commit to clone (default c61a1b5)
+#   DASSL_REPO    where to clone it from (default upstream on GitHub)
 #   PYTHON        the interpreter whose environment gets Dassl (default python3)
 set -euo pipefail
 DASSL_SRC=${DASSL_SRC:-../Dassl.pytorch}
 DASSL_COMMIT=${DASSL_COMMIT:-c61a1b5}
+DASSL_REPO=${DASSL_REPO:-https://github.com/KaiyangZhou/Dassl.pytorch.git}
 PYTHON=${PYTHON:-python3}
 
 if [ -z "${DASSL_REINSTALL:-}" ] && OUTDATED_IGNORE=1 "$PYTHON" -c "import dassl" 2>/dev/null; then
@@ -19,7 +21,7 @@ if [ -z "${DASSL_REINSTALL:-}" ] && OUTDATED_IGNORE=1 "$PYTHON" -c "import dassl
 fi
 if [ ! -d "$DASSL_SRC" ]; then
     echo "Cloning upstream Dassl into $DASSL_SRC at commit $DASSL_COMMIT"
-    timeout 300 git clone --quiet https://github.com/KaiyangZhou/Dassl.pytorch.git "$DASSL_SRC"
+    timeout 300 git clone --quiet "$DASSL_REPO" "$DASSL_SRC"
     git -C "$DASSL_SRC" checkout --quiet --detach "$DASSL_COMMIT"
 elif [ -d "$DASSL_SRC/.git" ]; then
     at=$(git -C "$DASSL_SRC" rev-parse HEAD)

@@ -58,7 +58,40 @@ def test_install_dassl_pins_the_tested_commit():
     """scripts/install_dassl.sh clones upstream at c61a1b5, the commit that CI tests."""
     script = (ROOT / "scripts" / "install_dassl.sh").read_text()
     assert "DASSL_COMMIT=${DASSL_COMMIT:-c61a1b5}" in script
-    assert 'checkout --quiet --detach "$DASSL_COMMIT"' in script
+    assert "https://github.com/KaiyangZhou/Dassl.pytorch.git" in script
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_install_dassl_clones_the_pinned_commit_and_installs_it(tmp_path):
+    """Without Dassl, the script clones DASSL_REPO, checks out DASSL_COMMIT (not the newest
+    commit) and pip-installs that copy with --no-build-isolation --no-deps."""
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+    git = ["git", "-C", str(upstream), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    for version in ("pinned", "newer"):
+        (upstream / "VERSION").write_text(version)
+        subprocess.run([*git, "add", "VERSION"], check=True)
+        subprocess.run([*git, "commit", "-qm", version], check=True)
+    pinned = subprocess.run([*git, "rev-parse", "HEAD~1"], capture_output=True, text=True,
+                            check=True).stdout.strip()  # fmt: skip
+    # A python in which Dassl is missing and whose pip only records what it is asked.
+    fake_python = tmp_path / "python"
+    fake_python.write_text(
+        f'#!/bin/sh\nif [ "$1" = "-c" ]; then exit 1; fi\necho "$@" >> {tmp_path / "pip_calls"}\n'
+    )
+    fake_python.chmod(0o755)
+    clone = tmp_path / "Dassl.pytorch"
+    environment = {**os.environ, "PYTHON": str(fake_python), "DASSL_SRC": str(clone),
+                   "DASSL_REPO": str(upstream), "DASSL_COMMIT": pinned}  # fmt: skip
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "install_dassl.sh")],
+        capture_output=True, text=True, timeout=300, env=environment,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (clone / "VERSION").read_text() == "pinned"
+    calls = (tmp_path / "pip_calls").read_text()
+    assert calls == f"-m pip install -q --no-build-isolation --no-deps {clone}\n"
 
 
 def test_ci_runs_make_test_with_the_shared_dassl_copy():
