@@ -80,6 +80,10 @@ def repo(tmp_path: Path) -> Path:
     """A repository copy holding the scripts, every config name and a placeholder train.py."""
     root = tmp_path / "repo"
     shutil.copytree(REPO_ROOT / "scripts", root / "scripts")
+    # The scripts read the protocols from tools/protocols.py.
+    shutil.copytree(
+        REPO_ROOT / "tools", root / "tools", ignore=shutil.ignore_patterns("__pycache__")
+    )
     (root / "configs" / "datasets").mkdir(parents=True)
     for dataset in DATASETS:
         (root / "configs" / "datasets" / f"{dataset}.yaml").touch()
@@ -518,3 +522,69 @@ def test_extra_opts_end_every_train_py_command_of_every_protocol(repo):
     )
     assert completed.returncode != 0 and completed.stdout == ""
     assert 'EXTRA_OPTS="MODEL.BACKBONE.PATH" has 1 words, not KEY VALUE pairs' in completed.stderr
+
+
+def test_extra_opts_accept_dassl_top_level_keys(repo):
+    """USE_CUDA, SEED and OUTPUT_DIR (no dot in the key) pass through to every command."""
+    extra = ["USE_CUDA", "False", "SEED", "7", "OUTPUT_DIR", "/tmp/x"]
+    lines = commands(repo, "coop/main.sh", "dtd", "rn50", "1", EXTRA_OPTS=" ".join(extra))
+    assert lines and all(line[-len(extra) :] == extra for line in lines)
+    completed = run_script(repo, "coop/main.sh", "dtd", "rn50", "1", EXTRA_OPTS="/models/x.pt A")
+    assert completed.returncode != 0 and "'/models/x.pt' where a config key" in completed.stderr
+
+
+def test_self_generating_dataset_runs_without_data(repo):
+    """DATA unset: tinyworld defaults to <repo>/data with a note; other datasets still need DATA."""
+    (repo / "configs" / "datasets" / "tinyworld.yaml").touch()
+    completed = run_script(repo, "prograd/main.sh", "tinyworld", "rn50", "1", DATA=None)
+    assert completed.returncode == 0, completed.stderr
+    lines = [shlex.split(line) for line in completed.stdout.splitlines()]
+    assert [option(line, "--root") for line in lines] == [str(repo.resolve() / "data")] * 3
+    assert f"DATA is not set; using {repo.resolve() / 'data'}" in completed.stderr
+    completed = run_script(repo, "coop/xd_test.sh", "tinyworld", DATA=None)
+    assert completed.returncode == 0, completed.stderr
+    completed = run_script(repo, "prograd/main.sh", "dtd", "rn50", "1", DATA=None)
+    assert completed.returncode != 0 and "DATA is not set; export" in completed.stderr
+
+
+def test_real_run_without_data_creates_the_self_generating_root(repo):
+    """A real tinyworld run without DATA creates <repo>/data and passes it to train.py."""
+    (repo / "configs" / "datasets" / "tinyworld.yaml").touch()
+    settings = {"DRY_RUN": None, "DATA": None, "SEEDS": "1", "PYTHON": sys.executable}
+    completed = run_script(repo, "coop/main.sh", "tinyworld", "rn50", "2", **settings)
+    assert completed.returncode == 0, completed.stderr
+    assert (repo / "data").is_dir()
+    assert f"--root {repo.resolve() / 'data'}" in (repo / "calls.txt").read_text()
+
+
+def test_a_run_held_by_another_process_is_skipped(repo):
+    """A run whose lock a live process holds is not started twice; the others run."""
+    held = repo / "output" / "dtd" / "CoOp" / "rn50_1shots" / VARIANT / "seed1"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK.format(root=str(REPO_ROOT), run_dir=str(held))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        (repo / "data").mkdir()
+        settings = {"DRY_RUN": None, "DATA": str(repo / "data"), "PYTHON": sys.executable}
+        completed = run_script(repo, "coop/main.sh", "dtd", "rn50", "1", SEEDS="1 2", **settings)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert completed.returncode == 0, completed.stderr
+    assert f"busy: output/dtd/CoOp/rn50_1shots/{VARIANT}/seed1 is being run by pid" in (
+        completed.stderr
+    )
+    (call,) = (repo / "calls.txt").read_text().splitlines()
+    assert "--seed 2" in call
+
+
+HOLD_LOCK = """
+import sys, time
+sys.path.insert(0, {root!r})
+from tools.run_lock import RunLock
+print(RunLock({run_dir!r}).acquire(), flush=True)
+time.sleep(60)
+"""

@@ -29,22 +29,25 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-FEWSHOT_DATASETS = (
-    "imagenet",
-    "caltech101",
-    "oxford_pets",
-    "stanford_cars",
-    "oxford_flowers",
-    "food101",
-    "fgvc_aircraft",
-    "sun397",
-    "dtd",
-    "eurosat",
-    "ucf101",
+# The protocols (datasets, methods, run-directory layouts, finished runs) are defined once, in
+# tools/protocols.py; the names below are re-exported for the tools that import them from here.
+from tools.protocols import (  # noqa: F401
+    DEFAULT_VARIANT,
+    DG_TARGETS,
+    FEWSHOT_DATASETS,
+    METHODS,
+    SOURCE_DATASET,
+    XD_TARGETS,
+    ZERO_SHOT,
+    Setting,
+    backbone_of,
+    classify,
+    is_default_variant,
+    log_files,
+    newest_complete_log,
+    parse_log,
 )
-SOURCE_DATASET = "imagenet"
-DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
-XD_TARGETS = FEWSHOT_DATASETS[1:]
+
 DISPLAY_NAMES = {
     "imagenet": "ImageNet",
     "caltech101": "Caltech101",
@@ -62,34 +65,8 @@ DISPLAY_NAMES = {
     "imagenet_a": "ImageNet-A",
     "imagenet_r": "ImageNet-R",
 }
-TRAINER_ORDER = ("ZeroshotCLIP", "CoOp", "ProGrad")
-ZERO_SHOT = "ZeroshotCLIP"
-DEFAULT_VARIANT = "nctx16_cscFalse_ctpend"
+TRAINER_ORDER = tuple(METHODS)  # table rows in the order of tools/protocols.py's METHODS
 MISSING = "–"
-
-_FINISHED = re.compile(r"^Finish(ed)? training")
-_RESULT = re.compile(r"^=> result")
-_ACCURACY = re.compile(r"^\* accuracy: ([0-9.]+)%")
-_SEED_DIR = re.compile(r"seed(\d+)")
-_SHOTS_DIR = re.compile(r"(.+)_(\d+)shots")
-_B2N_SHOTS_DIR = re.compile(r"shots_(\d+)")
-# scripts/common.sh appends non-default settings to a base-to-new config directory.
-_B2N_CFG_DIR = re.compile(r"(.+?)(?:_((?:nctx|lambda|epochs).*))?")
-_B2N_STAGES = {"train_base": "base", "test_base": "base", "test_new": "new"}
-_EPOCHS_IN_CFG = re.compile(r"_ep\d+(?=_|$)")
-
-
-@dataclass(frozen=True)
-class Setting:
-    """What the seeds of one table cell share."""
-
-    protocol: str  # "fewshot" (zero-shot included, shots 0), "base2new" or "transfer"
-    trainer: str
-    backbone: str  # the config name without its epochs: rn50_ep50 -> rn50
-    variant: str  # prompt settings and overrides from the directory name
-    shots: int
-    dataset: str
-    split: str  # "all", or "base"/"new" for base-to-new
 
 
 @dataclass(frozen=True)
@@ -128,112 +105,6 @@ class Table:
     title: str
     headers: list[str]
     rows: list[list[str]]
-
-
-def parse_log(text: str, expect_training: bool) -> float | None:
-    """Accuracy (%) of a Dassl log, or None when the log is incomplete.
-
-    Args:
-        text: the log's content.
-        expect_training: the run trains; only a result printed after "Finish training" (or the
-            older "Finished training") counts, since an earlier one is a validation result.
-    """
-    accuracy = None
-    trained = in_result = False
-    for line in text.splitlines():
-        if _FINISHED.match(line):
-            trained, in_result = True, False
-        elif _RESULT.match(line):
-            in_result = trained or not expect_training
-        elif in_result and (match := _ACCURACY.match(line)):
-            accuracy = float(match.group(1))
-    return accuracy
-
-
-def log_files(run_dir: Path) -> list[Path]:
-    """The Dassl logs of a run directory, oldest first.
-
-    Dassl never overwrites log.txt: later runs in the same directory write log.txt-<timestamp>,
-    whose names sort by time.
-    """
-    logs = sorted(run_dir.glob("log.txt-*"))
-    if (run_dir / "log.txt").is_file():
-        logs.insert(0, run_dir / "log.txt")
-    return [log for log in logs if log.is_file()]
-
-
-def newest_complete_log(run_dir: Path, expect_training: bool) -> tuple[Path, float] | None:
-    """The newest complete log of a run directory and its accuracy, or None."""
-    for log in reversed(log_files(run_dir)):
-        accuracy = parse_log(log.read_text(errors="replace"), expect_training)
-        if accuracy is not None:
-            return log, accuracy
-    return None
-
-
-def backbone_of(config: str) -> str:
-    """Config name without its epoch count: ``rn50_ep50`` -> ``rn50``."""
-    return _EPOCHS_IN_CFG.sub("", config)
-
-
-def classify(parts: Sequence[str]) -> tuple[Setting, int | None, bool] | None:
-    """(setting, seed, is a training run) of a run directory from its path parts, or None."""
-    seed = None
-    body = tuple(parts)
-    if body and (match := _SEED_DIR.fullmatch(body[-1])):
-        seed, body = int(match.group(1)), body[:-1]
-
-    if len(body) >= 6 and body[-6] == "base2new" and body[-5] in _B2N_STAGES:
-        stage, dataset, shots_dir, trainer, cfg_dir = body[-5:]
-        shots = _B2N_SHOTS_DIR.fullmatch(shots_dir)
-        cfg = _B2N_CFG_DIR.fullmatch(cfg_dir)
-        if shots is None or cfg is None or (seed is None and trainer != ZERO_SHOT):
-            return None
-        setting = Setting(
-            "base2new",
-            trainer,
-            backbone_of(cfg.group(1)),
-            cfg.group(2) or "",
-            int(shots.group(1)),
-            dataset,
-            _B2N_STAGES[stage],
-        )
-        return setting, seed, stage == "train_base"
-
-    if len(body) >= 5 and body[-5] == "evaluation" and seed is not None:
-        trainer, shots_dir, variant, dataset = body[-4:]
-        if (shots := _SHOTS_DIR.fullmatch(shots_dir)) is None:
-            return None
-        setting = Setting(
-            "transfer",
-            trainer,
-            backbone_of(shots.group(1)),
-            variant,
-            int(shots.group(2)),
-            dataset,
-            "all",
-        )
-        return setting, seed, False
-
-    if len(body) >= 3 and body[-3] == ZERO_SHOT:
-        cfg, dataset = body[-2:]
-        return Setting("fewshot", ZERO_SHOT, backbone_of(cfg), "", 0, dataset, "all"), seed, False
-
-    if len(body) >= 4 and seed is not None:
-        dataset, trainer, shots_dir, variant = body[-4:]
-        if (shots := _SHOTS_DIR.fullmatch(shots_dir)) is None:
-            return None
-        setting = Setting(
-            "fewshot",
-            trainer,
-            backbone_of(shots.group(1)),
-            variant,
-            int(shots.group(2)),
-            dataset,
-            "all",
-        )
-        return setting, seed, True
-    return None
 
 
 def collect_runs(root: Path | str) -> Collection:
@@ -351,8 +222,12 @@ def display(dataset: str) -> str:
 
 
 def method_label(trainer: str, variant: str) -> str:
-    """Trainer name, with its variant when it is not the paper's default."""
-    return trainer if variant in ("", DEFAULT_VARIANT) else f"{trainer} [{variant}]"
+    """Method name, with its variant when it is not the method's paper default."""
+    return trainer if is_default_variant(trainer, variant) else f"{trainer} [{variant}]"
+
+
+def _non_default(trainer: str, variant: str) -> str:
+    return "" if is_default_variant(trainer, variant) else variant
 
 
 def _slug(*parts: object) -> str:
@@ -391,7 +266,7 @@ def fewshot_tables(stats: dict[Setting, Stat]) -> list[Table]:
         )
         tables.append(
             Table(
-                _slug("fewshot", trainer, backbone, variant if variant != DEFAULT_VARIANT else ""),
+                _slug("fewshot", trainer, backbone, _non_default(trainer, variant)),
                 f"Few-shot accuracy (%): {method_label(trainer, variant)}, {backbone}",
                 ["Dataset"] + [f"{k} shot{'s' if k > 1 else ''}" for k in shots] + ["Average"],
                 rows,
