@@ -53,6 +53,8 @@ def long_run_dir(output: Path, method: str = "ProGrad") -> Path:
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
+    """The synthetic Caltech101 of the real runs (which need Dassl: skipped without it)."""
+    pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
     return write_caltech101(tmp_path_factory.mktemp("data"), num_classes=8, images_per_class=40)
 
 
