@@ -154,6 +154,12 @@ def test_units_put_each_evaluation_after_the_training_it_loads():
         (("fewshot", "--trainers", "CoOp"), {"EXTRA_OPTS": "SEED"}, "not KEY VALUE pairs"),
         (("fewshot", "--trainers", "CoOp"), {"LAMBDA": "high"}, "LAMBDA=high is not a number"),
         (("fewshot", "--trainers", "CoOp", "--workers", "0"), {}, "--workers 0: give at least 1"),
+        (
+            ("fewshot", "--trainers", "CoOp", "--subs", "new"),
+            {},
+            "--subs is for base2new, zeroshot, not fewshot",
+        ),
+        (("zeroshot", "--seeds", "1"), {}, "--seeds is for fewshot, base2new, xd, not zeroshot"),
         (("fewshot", "--trainers", "CoOp", "--partition", "gpu"), {}, "--partition: Slurm options"),
         (
             ("fewshot", "--trainers", "CoOp", "--cluster", "slurm"),
@@ -415,9 +421,9 @@ def test_slurm_sweep_runs_as_a_job_array_once_even_when_submitted_twice_at_once(
 def test_slurm_run_requeued_then_cancelled_ends_as_an_uninterrupted_run(
     tmp_path, slurm, data_root, tiny_clip_files, reference
 ):
-    """USR2 mid-epoch 2 (preemption): submitit requeues it by itself; scancel mid-epoch 3, then
-    the same submission again: the final prompt equals the uninterrupted run's, bit for bit, and
-    every log is kept."""
+    """USR2 mid-epoch 2 (preemption): submitit requeues the job and it resumes by itself; scancel
+    mid-epoch 3, then the same submission again: the final prompt equals the uninterrupted run's,
+    bit for bit, and every log is kept."""
     output = tmp_path / "out"
     env = environment(output, data_root, tiny_clip_files["RN"], LONG, **slurm)
     args = ("fewshot", "--trainers", "ProGrad", *LONG_ARGS, *SLURM_FLAGS)
@@ -432,7 +438,6 @@ def test_slurm_run_requeued_then_cancelled_ends_as_an_uninterrupted_run(
     )
     subprocess.run(["scancel", "--signal=USR2", job], env=env, check=True)
     wait_for(lambda: job_listed(job, env) == "PENDING", "the requeue", context=context)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, check=True)
 
     def second() -> Path:
         resumed = [log for log in log_files(run_dir) if log.name != "log.txt"]

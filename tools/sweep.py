@@ -35,7 +35,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, astuple, dataclass, field, replace
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -418,15 +418,7 @@ def cell_of(run: Run) -> tuple:
         protocol = "xd"  # the ImageNet source run of the transfer protocol
     if setting.trainer == ZERO_SHOT and setting.protocol == "fewshot":
         protocol = "zeroshot"
-    return (
-        protocol,
-        setting.trainer,
-        setting.backbone,
-        setting.variant,
-        setting.shots,
-        setting.dataset,
-        setting.split,
-    )
+    return astuple(replace(setting, protocol=protocol))
 
 
 def status_table(statuses: Sequence[RunStatus]) -> str:
@@ -581,7 +573,7 @@ def submit_local(sweep: Sweep, options: dict) -> None:
     threads = None if gpus else max(1, (os.cpu_count() or 1) // options["workers"])
     for index in range(options["workers"]):
         device = gpus[index % len(gpus)] if gpus else ""
-        executor = submitit.LocalExecutor(folder=sweep.folder / "jobs" / "%j")
+        executor = submitit.LocalExecutor(folder=sweep.folder / "jobs")
         # submitit's own GPU setting stays 0: each worker gives its runs exactly one GPU.
         executor.update_parameters(timeout_min=60 * 24 * 365, gpus_per_node=0)
         worker = PoolWorker(
@@ -655,6 +647,13 @@ def submit(args: argparse.Namespace) -> int:
     methods = sweep_methods(protocol, args.trainers)
     datasets = sweep_datasets(protocol, args.datasets)
     shots = integers("--shots", args.shots, 1)
+    for flag, value, protocols_of_flag in (
+        ("--subs", args.subs, ("base2new", "zeroshot")),
+        ("--shots", args.shots, ("fewshot", "base2new", "xd")),
+        ("--seeds", args.seeds, ("fewshot", "base2new", "xd")),
+    ):
+        if value and protocol not in protocols_of_flag:
+            raise SweepError(f"{flag} is for {', '.join(protocols_of_flag)}, not {protocol}.")
     cluster = choose_cluster(args.cluster)
     options = executor_options(args, cluster)
     try:
