@@ -31,6 +31,7 @@ import trainers.coop  # noqa: E402,F401  (registers the trainers)
 import trainers.prograd  # noqa: E402,F401
 import trainers.prograd_cocoop  # noqa: E402,F401
 import trainers.zsclip  # noqa: E402,F401
+from trainers.inputs import check_paths, error_text, merge_config_file, merge_options  # noqa: E402
 
 
 def extend_cfg(cfg: CN) -> None:
@@ -89,23 +90,28 @@ def reset_cfg(cfg: CN, args: argparse.Namespace) -> None:
 
 
 def setup_cfg(args: argparse.Namespace) -> CN:
-    """Dassl's defaults + our keys, then the dataset file, the method file, flags and opts."""
+    """Dassl's defaults + our keys, then the dataset file, the method file, flags and opts.
+
+    Every key and value of the files and options is checked against the declared tree
+    (trainers/inputs.py): a typo, a missing value or a wrong type is a clear error.
+    """
     cfg = get_cfg_default()
     extend_cfg(cfg)
+    declared = cfg.clone()
     for flag, path in (
         ("--dataset-config-file", args.dataset_config_file),
         ("--config-file", args.config_file),
     ):
-        if path and not os.path.isfile(path):
+        if path and not os.path.exists(path):
             raise FileNotFoundError(
                 f"{flag} {path} does not exist; run from the repository root and pick a file "
                 f"from configs/ (e.g. configs/datasets/caltech101.yaml, "
                 f"configs/trainers/ProGrad/rn50.yaml)"
             )
         if path:
-            cfg.merge_from_file(path)
+            merge_config_file(cfg, declared, path, flag)
     reset_cfg(cfg, args)
-    cfg.merge_from_list(args.opts)
+    merge_options(cfg, declared, args.opts)
     cfg.freeze()
     return cfg
 
@@ -148,6 +154,7 @@ def seed_and_build(cfg: CN):
 def main(args: argparse.Namespace) -> None:
     cfg = setup_cfg(args)
     check_names(cfg)
+    check_paths(cfg, args.model_dir if args.eval_only else "")
     setup_logger(cfg.OUTPUT_DIR)
     write_config(cfg)
     print("** Arguments **")
@@ -204,10 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-if __name__ == "__main__":
+def run(argv: list[str] | None = None) -> None:
+    """train.py's command line: bad input ends in one `error: ...` paragraph, no traceback."""
     try:
-        main(build_parser().parse_args())
-    except (ValueError, FileNotFoundError) as error:
+        main(build_parser().parse_args(argv))
+    except (ValueError, OSError) as error:  # OSError: FileNotFoundError, PermissionError, ...
         if os.environ.get("PROGRAD_TRACEBACK"):
             raise
-        sys.exit(f"error: {error}\n(set PROGRAD_TRACEBACK=1 to see where it was raised)")
+        hint = "(set PROGRAD_TRACEBACK=1 to see where it was raised)"
+        sys.exit(f"error: {error_text(error)}\n{hint}")
+
+
+if __name__ == "__main__":
+    run()

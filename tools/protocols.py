@@ -902,18 +902,8 @@ def classify(parts: Sequence[str]) -> tuple[Setting, int | None, bool] | None:
 
     if len(body) >= 5 and body[-5] == "evaluation" and seed is not None:
         trainer, shots_dir, variant, dataset = body[-4:]
-        if (shots := _SHOTS_DIR.fullmatch(shots_dir)) is None:
-            return None
-        setting = Setting(
-            "transfer",
-            trainer,
-            backbone_of(shots.group(1)),
-            variant,
-            int(shots.group(2)),
-            dataset,
-            "all",
-        )
-        return setting, seed, False
+        setting = _shots_setting("transfer", trainer, shots_dir, variant, dataset)
+        return None if setting is None else (setting, seed, False)
 
     if len(body) >= 3 and body[-3] == ZERO_SHOT:
         cfg, dataset = body[-2:]
@@ -921,19 +911,19 @@ def classify(parts: Sequence[str]) -> tuple[Setting, int | None, bool] | None:
 
     if len(body) >= 4 and seed is not None:
         dataset, trainer, shots_dir, variant = body[-4:]
-        if (shots := _SHOTS_DIR.fullmatch(shots_dir)) is None:
-            return None
-        setting = Setting(
-            "fewshot",
-            trainer,
-            backbone_of(shots.group(1)),
-            variant,
-            int(shots.group(2)),
-            dataset,
-            "all",
-        )
-        return setting, seed, True
+        setting = _shots_setting("fewshot", trainer, shots_dir, variant, dataset)
+        return None if setting is None else (setting, seed, True)
     return None
+
+
+def _shots_setting(
+    protocol: str, trainer: str, shots_dir: str, variant: str, dataset: str
+) -> Setting | None:
+    """The setting of a ``<cfg>_<K>shots/<variant>`` layout, or None when it is not one."""
+    if (shots := _SHOTS_DIR.fullmatch(shots_dir)) is None:
+        return None
+    backbone = backbone_of(shots.group(1))
+    return Setting(protocol, trainer, backbone, variant, int(shots.group(2)), dataset, "all")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1047,6 +1037,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProtocolError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to continue", file=sys.stderr)
+        return 130
     return 0
 
 

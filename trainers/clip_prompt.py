@@ -94,6 +94,11 @@ def resolve_clip_file(
     """
     if path:
         file = Path(path).expanduser()
+        if file.is_dir():
+            raise ValueError(
+                f"MODEL.BACKBONE.PATH points to {file}, which is a folder; give the path of an "
+                f"OpenAI CLIP checkpoint file (e.g. {file / 'RN50.pt'})."
+            )
         if not file.is_file():
             raise FileNotFoundError(
                 f"MODEL.BACKBONE.PATH points to {file}, which does not exist. Give the path of an "
@@ -113,8 +118,9 @@ def resolve_clip_file(
     try:
         return Path(openai_clip._download(url, str(root)))
     except (urllib.error.URLError, OSError, RuntimeError) as error:
+        state = "is damaged (its SHA256 is not OpenAI's)" if cached.exists() else "is not there"
         raise FileNotFoundError(
-            f'Could not get the weights of CLIP "{backbone_name}": {cached} is not there and the '
+            f'Could not get the weights of CLIP "{backbone_name}": {cached} {state} and the '
             f"download from {url} failed ({error}). On a machine with internet, download that "
             f"file and copy it to {cached} (or set CLIP_CACHE), or pass it directly with "
             f"MODEL.BACKBONE.PATH /path/to/{os.path.basename(url)}."
@@ -128,21 +134,46 @@ def load_clip(backbone_name: str, path: str = "", download_root: Path | None = N
     the architecture is inferred from the tensor shapes by OpenAI's `build_model`.
     """
     file = resolve_clip_file(backbone_name, path, download_root)
+    state_dict = read_clip_weights(file)
+    if isinstance(state_dict, dict) and "state_dict" in state_dict:
+        state_dict = state_dict["state_dict"]
+    if not isinstance(state_dict, dict):
+        raise ValueError(
+            f"{file} holds a {type(state_dict).__name__}, not CLIP's weights. Give a CLIP .pt "
+            f"archive or a state dict with OpenAI's parameter names."
+        )
+    try:
+        return build_model(dict(state_dict))
+    except (KeyError, AssertionError, RuntimeError, IndexError, TypeError, ValueError) as error:
+        prompt = " (it holds a learned prompt, for --model-dir)" if "ctx" in state_dict else ""
+        raise ValueError(
+            f"{file} is not an OpenAI CLIP checkpoint{prompt} (build_model failed: {error!r}). "
+            f"Give a CLIP .pt archive or a state dict with OpenAI's parameter names."
+        ) from error
+
+
+def read_clip_weights(file: Path) -> object:
+    """What a CLIP checkpoint file holds: OpenAI's JIT archive, or a file written by torch.save.
+
+    A file that is neither (damaged, cut short, another kind of file) raises a ValueError naming
+    it and saying how to get a good copy.
+    """
     try:
         with warnings.catch_warnings():  # torch deprecates jit.load; OpenAI ships JIT archives
             warnings.simplefilter("ignore", FutureWarning)
-            state_dict = torch.jit.load(str(file), map_location="cpu").eval().state_dict()
+            return torch.jit.load(str(file), map_location="cpu").eval().state_dict()
     except RuntimeError:
-        state_dict = torch.load(file, map_location="cpu", weights_only=True)
-    if isinstance(state_dict, dict) and "state_dict" in state_dict:
-        state_dict = state_dict["state_dict"]
+        pass
     try:
-        return build_model(dict(state_dict))
-    except (KeyError, AssertionError, RuntimeError) as error:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling a damaged or foreign file raises about anything
         raise ValueError(
-            f"{file} is not an OpenAI CLIP checkpoint (build_model failed: {error!r}). Give a CLIP "
-            f".pt archive or a state dict with OpenAI's parameter names."
-        ) from error
+            f"{file} cannot be read as a CLIP checkpoint: it is neither a TorchScript archive "
+            f"(OpenAI's .pt) nor a state dict saved with torch.save ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}). It may be damaged, e.g. by an "
+            f"interrupted download or copy: get the file again (delete a damaged copy in "
+            f"{default_clip_cache()} to have it downloaded again)."
+        ) from None
 
 
 def eot_positions(tokenized_prompts: torch.Tensor) -> torch.Tensor:

@@ -19,9 +19,11 @@ from .clip_prompt import (
 from .dassl_compat import (
     CheckpointMixin,
     build_lr_scheduler,
+    checkpoint_state_dict,
     load_checkpoint,
     load_state_checked,
 )
+from .data_loading import DataLoadingMixin
 from .precision import Precision
 from .steps import coop_gradients
 
@@ -83,7 +85,7 @@ def load_clip_for(cfg, precision: Precision):
 
 
 @TRAINER_REGISTRY.register()
-class CoOp(CheckpointMixin, TrainerX):
+class CoOp(CheckpointMixin, DataLoadingMixin, TrainerX):
     """Context Optimization: learn the prompt's context with cross-entropy on few-shot labels."""
 
     def check_cfg(self, cfg) -> None:
@@ -125,7 +127,8 @@ class CoOp(CheckpointMixin, TrainerX):
         for name, param in self.model.named_parameters():
             param.requires_grad_(name.startswith("prompt_learner."))
         if cfg.MODEL.INIT_WEIGHTS:
-            state = load_checkpoint(cfg.MODEL.INIT_WEIGHTS)["state_dict"]
+            path = cfg.MODEL.INIT_WEIGHTS
+            state = checkpoint_state_dict(load_checkpoint(path), path)
             load_state_checked(prompt_learner, state, cfg.MODEL.INIT_WEIGHTS)
         self.model.to(self.device)
 
