@@ -365,18 +365,6 @@ def test_bad_values_of_the_new_keys_are_refused_with_key_value_and_fix(
         build(monkeypatch, trainer_name, config, tmp_path, data_root, tiny_clip_files["RN"], *opts)
 
 
-def test_a_missing_init_weights_file_is_refused_before_anything_is_built(
-    monkeypatch, tmp_path, data_root, tiny_clip_files
-):
-    """MODEL.INIT_WEIGHTS naming no file: FileNotFoundError with the key, the path and the fix."""
-    missing = tmp_path / "nowhere" / "model.pth.tar-10"
-    message = r"MODEL.INIT_WEIGHTS is .*nowhere.* does not exist; give a prompt-learner"
-    with pytest.raises(FileNotFoundError, match=message):
-        build(monkeypatch, "CoCoOp", COCOOP_YAML, tmp_path, data_root, tiny_clip_files["RN"],
-              "MODEL.INIT_WEIGHTS", str(missing))  # fmt: skip
-    assert not (tmp_path / "prompt_learner").exists()
-
-
 def test_cocoop_configs_of_the_coop_repository_are_here():
     """CoCoOp's config names (and ProGradCoCoOp's), for every backbone; ProGrad's LOSS block."""
     root = Path(train.__file__).parent / "configs" / "trainers"

@@ -3,8 +3,6 @@ meta-net. cfg in (TRAINER.COCOOP.*), plain values down to cocoop_prompt; the ste
 
 from __future__ import annotations
 
-import os
-
 from dassl.engine import TRAINER_REGISTRY
 
 from .clip_prompt import count_tokens
@@ -39,12 +37,6 @@ def check_cocoop_cfg(cfg) -> None:
         raise ValueError(
             f"TRAINER.COCOOP.CTX_INIT is {words!r}, which has no tokens; give words such as "
             f"'a photo of a', or '' for N_CTX random vectors"
-        )
-    if cfg.MODEL.INIT_WEIGHTS and not os.path.isfile(cfg.MODEL.INIT_WEIGHTS):
-        raise FileNotFoundError(
-            f"MODEL.INIT_WEIGHTS is {cfg.MODEL.INIT_WEIGHTS}, which does not exist; give a "
-            f"prompt-learner checkpoint (<run>/prompt_learner/model.pth.tar-N, ours or the CoOp "
-            f"repository's), or '' to start from the initial context"
         )
 
 
