@@ -70,6 +70,8 @@ def closest_key(key: str, keys: Sequence[str]) -> str | None:
     by_leaf = [k for k in keys if k.rsplit(".", 1)[-1] == wanted.rsplit(".", 1)[-1]]
     if len(by_leaf) == 1:  # the right name in the wrong group, or without its group
         return by_leaf[0]
+    if by_leaf:  # a name of several groups (TRAINER.COOP.N_CTX, TRAINER.COCOOP.N_CTX): all
+        return " or ".join(by_leaf)
     close = difflib.get_close_matches(wanted, keys, n=1, cutoff=0.6)
     if close:
         return close[0]
