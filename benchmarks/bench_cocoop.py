@@ -26,7 +26,7 @@ Then, for each class count, the largest batch of our step that fits in the peak 
 straightforward step needs for batch 1 (CoCoOp's configs use batch 1 for this reason).
 
 Run from the repository root:
-    python benchmarks/bench_cocoop.py                 # the default grid (~10 min on 2 CPU cores)
+    python benchmarks/bench_cocoop.py                 # the default grid (~25 min on 2 CPU cores)
     python benchmarks/bench_cocoop.py --quick         # smoke run (~1 min)
     python benchmarks/bench_cocoop.py --points 100x1 100x8 --prograd --json out.json
 """
