@@ -139,3 +139,20 @@ def test_a_real_linear_probe_run_through_its_script_lands_in_the_tables(tmp_path
     (row,) = table.rows
     assert row[0] == "LinearProbeCLIP" and table.headers == ["Method", "Caltech101", "Average"]
     assert 0.0 <= float(row[1]) <= 100.0
+
+
+def test_an_xd_sweep_evaluates_the_linear_probe_on_imagenets_variants_only():
+    """tools/sweep.py xd: LinearProbeCLIP's ImageNet probe is evaluated on the variants, and the
+    other targets are left out with a note (a probe classifies only its own classes)."""
+    pytest.importorskip("submitit", reason="submitit is not installed")
+    from tools import sweep as sweep_tool
+    from tools.protocols import Settings
+
+    settings = Settings(data="/d", output="/o", dry_run=True, seeds=(1,))
+    units, notes = sweep_tool.plan_sweep(
+        "xd", ["LinearProbeCLIP"], ["imagenet_a", "dtd"], None, settings
+    )
+    ((train, test),) = units
+    assert train.dataset == "imagenet" and test.dataset == "imagenet_a"
+    assert test.checkpoint == f"{train.run_dir}/linear_probe/model.pth.tar-1"
+    assert any("LinearProbeCLIP is not evaluated on dtd" in note for note in notes)

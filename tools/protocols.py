@@ -181,7 +181,7 @@ KGCOOP_DEFAULTS = {  # KgCoOp's official scripts
     "xd": Defaults("vit_b16_ep100_ctxv1", shots=4),
 }
 COCOOP_DEFAULTS = {  # the CoOp repository's scripts/cocoop/
-    # few-shot: not in CoCoOp's paper; its base-to-new config and epochs. To confirm (issue 13).
+    # few-shot: not in CoCoOp's paper; its own config (batch 1) and 10 epochs at every shot count.
     "fewshot": Defaults("vit_b16_c4_ep10_batch1_ctxv1", epochs=epochs_10),
     "base2new": Defaults("vit_b16_c4_ep10_batch1_ctxv1", shots=16, epochs=epochs_10),
     "xd": Defaults("vit_b16_c4_ep10_batch1_ctxv1", shots=16),
@@ -214,7 +214,7 @@ METHODS: dict[str, Method] = {
             xd_targets_reason="a linear probe classifies only the classes it was trained on",
         ),
         Method("CoOp", "CoOp", "CoOp", COOP_DEFAULTS),
-        # Configs arrive with issue 13 (TRAINER.COCOOP.* keys).
+        # configs/trainers/CoCoOp, keys TRAINER.COCOOP.* (N_CTX, CTX_INIT, PREC).
         Method("CoCoOp", "CoCoOp", "CoCoOp", COCOOP_DEFAULTS, prompt=COCOOP_PROMPT),
         # The official ProGrad repository's distillation baseline: ProGrad's trainer and configs
         # with the KD loss (LOSS.ALPHA 0.5, LOSS.T 1 by default), the protocol defaults of CoOp.
@@ -928,18 +928,8 @@ def classify(parts: Sequence[str]) -> tuple[Setting, int | None, bool] | None:
 
     if len(body) >= 5 and body[-5] == "evaluation" and seed is not None:
         trainer, shots_dir, variant, dataset = body[-4:]
-        if (shots := _SHOTS_DIR.fullmatch(shots_dir)) is None:
-            return None
-        setting = Setting(
-            "transfer",
-            trainer,
-            backbone_of(shots.group(1)),
-            variant,
-            int(shots.group(2)),
-            dataset,
-            "all",
-        )
-        return setting, seed, False
+        setting = _shots_setting("transfer", trainer, shots_dir, variant, dataset)
+        return None if setting is None else (setting, seed, False)
 
     if len(body) >= 3 and body[-3] == ZERO_SHOT:
         cfg, dataset = body[-2:]
@@ -947,19 +937,19 @@ def classify(parts: Sequence[str]) -> tuple[Setting, int | None, bool] | None:
 
     if len(body) >= 4 and seed is not None:
         dataset, trainer, shots_dir, variant = body[-4:]
-        if (shots := _SHOTS_DIR.fullmatch(shots_dir)) is None:
-            return None
-        setting = Setting(
-            "fewshot",
-            trainer,
-            backbone_of(shots.group(1)),
-            variant,
-            int(shots.group(2)),
-            dataset,
-            "all",
-        )
-        return setting, seed, True
+        setting = _shots_setting("fewshot", trainer, shots_dir, variant, dataset)
+        return None if setting is None else (setting, seed, True)
     return None
+
+
+def _shots_setting(
+    protocol: str, trainer: str, shots_dir: str, variant: str, dataset: str
+) -> Setting | None:
+    """The setting of a ``<cfg>_<K>shots/<variant>`` layout, or None when it is not one."""
+    if (shots := _SHOTS_DIR.fullmatch(shots_dir)) is None:
+        return None
+    backbone = backbone_of(shots.group(1))
+    return Setting(protocol, trainer, backbone, variant, int(shots.group(2)), dataset, "all")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1073,6 +1063,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProtocolError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to continue", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -23,14 +23,14 @@ import os.path as osp
 import time
 
 import torch
-from dassl.data import DatasetWrapper
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from torch import nn
 
 from .clip_prompt import resolve_clip_file
 from .coop import load_clip_for
-from .dassl_compat import load_checkpoint
+from .dassl_compat import checkpoint_state_dict, load_checkpoint
+from .data_loading import DataLoadingMixin, ReadableImagesWrapper
 from .feature_cache import (
     FeatureCache,
     FeatureKey,
@@ -163,7 +163,7 @@ def rows_of(split: SplitFeatures, items) -> torch.Tensor:
 
 
 @TRAINER_REGISTRY.register()
-class LinearProbeCLIP(TrainerX):
+class LinearProbeCLIP(DataLoadingMixin, TrainerX):
     """Logistic regression on frozen CLIP image features (CoOp's lpclip/ protocol)."""
 
     def check_cfg(self, cfg) -> None:
@@ -211,7 +211,7 @@ class LinearProbeCLIP(TrainerX):
         """(N, D) image features of `items` in order; fp16 under fp16 weights, else fp32."""
         cfg = self.cfg
         loader = torch.utils.data.DataLoader(
-            DatasetWrapper(cfg, items, transform=self.transform, is_train=False),
+            ReadableImagesWrapper(cfg, items, transform=self.transform, is_train=False),
             batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
             shuffle=False,
             num_workers=cfg.DATALOADER.NUM_WORKERS,
@@ -354,6 +354,6 @@ class LinearProbeCLIP(TrainerX):
         checkpoint = load_checkpoint(path)
         print(f'Loading the linear probe from "{path}"')
         self.classifier.load_for_classes(
-            checkpoint["state_dict"], path, list(self.dm.dataset.classnames)
+            checkpoint_state_dict(checkpoint, path), path, list(self.dm.dataset.classnames)
         )
         self.classifier.to(self.device)

@@ -15,7 +15,7 @@ from dassl.metrics import compute_accuracy
 from .baseline_steps import distillation_gradients
 from .clip_prompt import template_for, zero_shot_text_features
 from .coop import CoOp
-from .prograd_ops import GradientDiagnostics
+from .prograd_ops import PROJECTIONS, GradientDiagnostics
 from .steps import prograd_gradients
 
 LOSS_NAMES = ("prograd", "kd")
@@ -41,6 +41,11 @@ def check_loss_cfg(cfg) -> None:
         )
     if not cfg.LOSS.T > 0:
         raise ValueError(f"LOSS.T is {cfg.LOSS.T}; the distillation temperature must be > 0")
+    if cfg.LOSS.PROJECTION not in PROJECTIONS:
+        raise ValueError(
+            f'LOSS.PROJECTION is "{cfg.LOSS.PROJECTION}"; use per_tensor (each trainable tensor '
+            f"projected on its own, as the official code) or whole (all of them as one vector)"
+        )
 
 
 @TRAINER_REGISTRY.register()
@@ -94,6 +99,7 @@ class ProGrad(CoOp):
         result = prograd_gradients(
             self.model, image, label, self.precision, self.trainable_params,
             lambda_=self.cfg.LOSS.LAMBDA, temperature=self.cfg.LOSS.T,
+            per_tensor=self.cfg.LOSS.PROJECTION == "per_tensor",
         )  # fmt: skip
         self.diagnostics.add(result.projection, self.precision.gradient_scale())
         self.step(result.gradients)
