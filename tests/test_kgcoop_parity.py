@@ -20,7 +20,8 @@ pytestmark = pytest.mark.skipif(
 
 def test_same_steps_as_the_official_code_with_an_fp32_teacher():
     """fp32 everywhere: after each of 6 steps the contexts agree to fp32 rounding (1e-5 of their
-    size), the losses to 1e-5, and the context moved a lot more than that."""
+    size), the losses to 1e-5, and the context moved a lot more than that; each side's
+    checkpoint loads through the other's load_model to its exact context."""
     from tools.kgcoop_parity import compare
 
     report = compare(OFFICIAL, steps=6, teacher="fp32")
@@ -28,6 +29,7 @@ def test_same_steps_as_the_official_code_with_an_fp32_teacher():
     assert report["context_moved"] > 1e-2
     for ours, theirs in zip(report["our_losses"], report["their_losses"], strict=True):
         assert ours == pytest.approx(theirs, rel=1e-5)
+    assert report["their_checkpoint_loads_here"] and report["our_checkpoint_loads_there"]
 
 
 def test_official_fp16_teacher_differs_only_by_fp16_rounding():

@@ -20,7 +20,9 @@ run's CLIP in its precision. `--teacher fp16` (default) keeps theirs as it is; `
 gives their teacher CLIP fp32 weights, which isolates the rest of the step.
 
 Prints, per step, both losses and the largest difference of the context vectors, relative to
-their size. tests/test_kgcoop_parity.py runs this when KGCOOP_OFFICIAL names a checkout.
+their size; then whether each side's checkpoint (Dassl's prompt_learner/model.pth.tar-N, theirs
+with its unused bias_vectors and meta_net) loads through the other side's load_model exactly.
+tests/test_kgcoop_parity.py runs this when KGCOOP_OFFICIAL names a checkout.
 """
 
 from __future__ import annotations
@@ -88,14 +90,26 @@ def headless_trainer(trainer_class, cfg):
     return trainer
 
 
-def run_steps(trainer, batches: list[dict]) -> dict:
-    """forward_backward on each batch; the context and loss after each step."""
+def run_steps(trainer, batches: list[dict], checkpoint_dir: Path) -> dict:
+    """forward_backward on each batch; the context and loss after each step. The trained prompt
+    is saved as a Dassl checkpoint, <checkpoint_dir>/prompt_learner/model.pth.tar-<steps>."""
     contexts, losses = [trainer.model.prompt_learner.ctx.detach().clone()], []
     for index, batch in enumerate(batches):
         trainer.batch_idx, trainer.num_batches = index, len(batches) + 1  # no LR tick
         losses.append(trainer.forward_backward(batch)["loss"])
         contexts.append(trainer.model.prompt_learner.ctx.detach().clone())
+    path = checkpoint_dir / "prompt_learner" / f"model.pth.tar-{len(batches)}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = trainer.model.prompt_learner.state_dict()
+    torch.save({"state_dict": state, "epoch": len(batches)}, path)
     return {"contexts": torch.stack(contexts), "losses": losses}
+
+
+def loaded_context(trainer, checkpoint_dir: Path, epoch: int) -> torch.Tensor:
+    """The context after the trainer's own load_model (what --eval-only does) reads a checkpoint."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer.load_model(str(checkpoint_dir), epoch=epoch)
+    return trainer.model.prompt_learner.ctx.detach().clone()
 
 
 def official_worker(args: argparse.Namespace) -> None:
@@ -121,15 +135,20 @@ def official_worker(args: argparse.Namespace) -> None:
     inputs = torch.load(args.inputs, weights_only=True)
     cfg = parity_cfg(args.clip, args.weight, args.lr)
     trainer = headless_trainer(kgcoop.KgCoOp, cfg)
-    torch.save(run_steps(trainer, inputs["batches"]), args.output)
+    folder = Path(args.output).parent
+    result = run_steps(trainer, inputs["batches"], folder / "theirs")
+    # Ours, read by their load_model (strict=False, token buffers dropped).
+    steps = len(inputs["batches"])
+    result["our_checkpoint_loaded"] = loaded_context(trainer, folder / "ours", steps)
+    torch.save(result, args.output)
 
 
-def our_steps(clip_file: str, weight: float, lr: float, batches: list[dict]) -> dict:
+def our_trainer(clip_file: str, weight: float, lr: float):
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from trainers.kgcoop import KgCoOp
 
-    return run_steps(headless_trainer(KgCoOp, parity_cfg(clip_file, weight, lr)), batches)
+    return headless_trainer(KgCoOp, parity_cfg(clip_file, weight, lr))
 
 
 def compare(
@@ -158,6 +177,7 @@ def compare(
             for _ in range(steps)
         ]
         torch.save({"batches": batches}, folder / "inputs.pt")
+        ours = run_steps(our_trainer(clip_file, weight, lr), batches, folder / "ours")
         command = [
             sys.executable, __file__, "--official", official, "--worker",
             "--clip", clip_file, "--inputs", str(folder / "inputs.pt"),
@@ -168,7 +188,10 @@ def compare(
         if result.returncode != 0:
             raise RuntimeError(f"the official side failed:\n{result.stderr[-4000:]}")
         theirs = torch.load(folder / "theirs.pt", weights_only=True)
-        ours = our_steps(clip_file, weight, lr, batches)
+        # Theirs, read by our load_model (CheckpointMixin: bias_vectors and meta_net ignored).
+        their_checkpoint_loaded = loaded_context(
+            our_trainer(clip_file, weight, lr), folder / "theirs", steps
+        )
     scale = theirs["contexts"].abs().amax(dim=(1, 2))
     difference = (ours["contexts"] - theirs["contexts"]).abs().amax(dim=(1, 2))
     moved = (theirs["contexts"][-1] - theirs["contexts"][0]).abs().max().item()
@@ -182,6 +205,11 @@ def compare(
         "max_difference_of_the_move": difference[-1].item() / moved,
         "our_losses": ours["losses"],
         "their_losses": theirs["losses"],
+        # Checkpoints both ways: each side's trained context as the other's load_model reads it.
+        "their_checkpoint_loads_here": torch.equal(their_checkpoint_loaded, theirs["contexts"][-1]),
+        "our_checkpoint_loads_there": torch.equal(
+            theirs["our_checkpoint_loaded"], ours["contexts"][-1]
+        ),
     }
 
 
@@ -217,6 +245,11 @@ def main() -> None:
     print(
         f"after {report['steps']} steps the context moved by up to {report['context_moved']:.3e}; "
         f"the two differ by {report['max_difference_of_the_move']:.2e} of that move"
+    )
+    print(
+        f"their checkpoint read by our load_model gives their context exactly: "
+        f"{report['their_checkpoint_loads_here']}; ours read by theirs gives ours: "
+        f"{report['our_checkpoint_loads_there']}"
     )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
