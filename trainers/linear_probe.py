@@ -19,8 +19,10 @@ Features are CLIP's `visual(image)` (not normalised, as lpclip) of Dassl's test-
 from __future__ import annotations
 
 import datetime
+import functools
 import os.path as osp
 import time
+from pathlib import Path
 
 import torch
 from dassl.data.datasets import DATASET_REGISTRY
@@ -174,12 +176,18 @@ class LinearProbeCLIP(DataLoadingMixin, TrainerX):
         self.precision = Precision(cfg.TRAINER.COOP.PREC, self.device)
         self.classifier = LinearClassifier(self.dm.dataset.classnames)
         self.register_model(MODEL_NAME, self.classifier)
-        self.backbone_file = resolve_clip_file(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
         self.cache = FeatureCache(cfg.TRAINER.LINEAR_PROBE.FEATURE_CACHE or default_feature_cache())
         self.transform = self.test_loader.dataset.transform  # Dassl's test-time transform
         self._image_encoder: FrozenImageEncoder | None = None  # loaded on the first cache miss
-        print(f"Linear probe on the frozen image features of {self.backbone_file}")
+        backbone = cfg.MODEL.BACKBONE.PATH or cfg.MODEL.BACKBONE.NAME
+        print(f"Linear probe on the frozen image features of {backbone}")
         print(f"Feature cache: {self.cache.root}")
+
+    @functools.cached_property
+    def backbone_file(self) -> Path:
+        """The CLIP checkpoint file (found, or downloaded by name, when first needed: a refused
+        run downloads nothing)."""
+        return resolve_clip_file(self.cfg.MODEL.BACKBONE.NAME, self.cfg.MODEL.BACKBONE.PATH)
 
     def image_encoder(self) -> FrozenImageEncoder:
         """CLIP's frozen image encoder, loaded when features must be extracted."""
