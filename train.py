@@ -26,9 +26,14 @@ from dassl.utils import collect_env_info, set_random_seed, setup_logger  # noqa:
 from yacs.config import CfgNode as CN  # noqa: E402
 
 import datasets  # noqa: E402,F401  (registers the datasets)
+import trainers.cocoop  # noqa: E402,F401
 import trainers.coop  # noqa: E402,F401  (registers the trainers)
+import trainers.kgcoop  # noqa: E402,F401
+import trainers.linear_probe  # noqa: E402,F401
 import trainers.prograd  # noqa: E402,F401
+import trainers.prograd_cocoop  # noqa: E402,F401
 import trainers.zsclip  # noqa: E402,F401
+from trainers.inputs import check_paths, error_text, merge_config_file, merge_options  # noqa: E402
 
 
 def extend_cfg(cfg: CN) -> None:
@@ -41,14 +46,38 @@ def extend_cfg(cfg: CN) -> None:
     cfg.TRAINER.COOP.CTX_INIT = None
     cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32 or amp
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle or front
+    # KgCoOp: weight W >= 0 of 1 - mean cos(learned, hand-crafted text features); the official
+    # default (their scripts pass 8.0).
+    cfg.TRAINER.COOP.W = 1.0
+
+    # LinearProbeCLIP (CoOp's lpclip/ protocol; TRAINER.COOP.PREC sets the encoder's precision).
+    cfg.TRAINER.LINEAR_PROBE = CN()
+    cfg.TRAINER.LINEAR_PROBE.VALIDATION = "val"  # C chosen on: "val" split, or "train" hold-out
+    cfg.TRAINER.LINEAR_PROBE.SEARCH_STEPS = 8  # rounds of the C search after the grid
+    cfg.TRAINER.LINEAR_PROBE.MAX_ITER = 1000  # L-BFGS iterations per fit
+    # Image-feature cache; "" is $XDG_CACHE_HOME (or ~/.cache)/prograd/clip_features.
+    cfg.TRAINER.LINEAR_PROBE.FEATURE_CACHE = ""
+
+    # CoCoOp and ProGradCoCoOp (the CoOp repository's keys).
+    cfg.TRAINER.COCOOP = CN()
+    cfg.TRAINER.COCOOP.N_CTX = 16  # number of context vectors (when CTX_INIT is empty)
+    # Initialization words (N_CTX then ignored); ""/None: random. None lets check_cfg, not yacs,
+    # refuse other types with a clear message.
+    cfg.TRAINER.COCOOP.CTX_INIT = None
+    cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16, fp32 or amp
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new (base-to-new protocol)
     cfg.MODEL.BACKBONE.PATH = ""  # local CLIP checkpoint (JIT archive or state dict), offline use
 
     cfg.LOSS = CN()
-    cfg.LOSS.NAME = "prograd"  # the only ProGrad loss
+    cfg.LOSS.NAME = "prograd"  # ProGrad trainer: "prograd", or "kd" (CoOp + distillation)
     cfg.LOSS.T = 1.0  # distillation temperature of the KL term (scaled by T^2)
     cfg.LOSS.LAMBDA = 1.0  # projection strength in [0, 1]; 0 is CoOp's update
+    # per_tensor: each trainable tensor projected on its own (official code); whole: as one vector
+    cfg.LOSS.PROJECTION = "per_tensor"
+    # kd: weight α in [0, 1] of the KL term, (1 - α) CE + α T² KL; 0 is CoOp's loss (and the
+    # official code's default, which would make kd plain CoOp).
+    cfg.LOSS.ALPHA = 0.5
 
 
 def reset_cfg(cfg: CN, args: argparse.Namespace) -> None:
@@ -77,23 +106,28 @@ def reset_cfg(cfg: CN, args: argparse.Namespace) -> None:
 
 
 def setup_cfg(args: argparse.Namespace) -> CN:
-    """Dassl's defaults + our keys, then the dataset file, the method file, flags and opts."""
+    """Dassl's defaults + our keys, then the dataset file, the method file, flags and opts.
+
+    Every key and value of the files and options is checked against the declared tree
+    (trainers/inputs.py): a typo, a missing value or a wrong type is a clear error.
+    """
     cfg = get_cfg_default()
     extend_cfg(cfg)
+    declared = cfg.clone()
     for flag, path in (
         ("--dataset-config-file", args.dataset_config_file),
         ("--config-file", args.config_file),
     ):
-        if path and not os.path.isfile(path):
+        if path and not os.path.exists(path):
             raise FileNotFoundError(
                 f"{flag} {path} does not exist; run from the repository root and pick a file "
                 f"from configs/ (e.g. configs/datasets/caltech101.yaml, "
                 f"configs/trainers/ProGrad/rn50.yaml)"
             )
         if path:
-            cfg.merge_from_file(path)
+            merge_config_file(cfg, declared, path, flag)
     reset_cfg(cfg, args)
-    cfg.merge_from_list(args.opts)
+    merge_options(cfg, declared, args.opts)
     cfg.freeze()
     return cfg
 
@@ -136,6 +170,7 @@ def seed_and_build(cfg: CN):
 def main(args: argparse.Namespace) -> None:
     cfg = setup_cfg(args)
     check_names(cfg)
+    check_paths(cfg, args.model_dir if args.eval_only else "")
     setup_logger(cfg.OUTPUT_DIR)
     write_config(cfg)
     print("** Arguments **")
@@ -192,10 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-if __name__ == "__main__":
+def run(argv: list[str] | None = None) -> None:
+    """train.py's command line: bad input ends in one `error: ...` paragraph, no traceback."""
     try:
-        main(build_parser().parse_args())
-    except (ValueError, FileNotFoundError) as error:
+        main(build_parser().parse_args(argv))
+    except (ValueError, OSError) as error:  # OSError: FileNotFoundError, PermissionError, ...
         if os.environ.get("PROGRAD_TRACEBACK"):
             raise
-        sys.exit(f"error: {error}\n(set PROGRAD_TRACEBACK=1 to see where it was raised)")
+        hint = "(set PROGRAD_TRACEBACK=1 to see where it was raised)"
+        sys.exit(f"error: {error_text(error)}\n{hint}")
+
+
+if __name__ == "__main__":
+    run()

@@ -1,4 +1,5 @@
-"""Time and size one training step of CoOp and ProGrad on real CLIP shapes (issue #5).
+"""Time and size one training step of CoOp and ProGrad (and of KgCoOp and CoOp + KD) on real
+CLIP shapes (issue #5).
 
 For each backbone (RN50, ViT-B/16 with their real hyper-parameters and random weights, so nothing
 is downloaded), class count and precision, this script times three steps on the same batches:
@@ -9,6 +10,11 @@ is downloaded), class count and precision, this script times three steps on the 
                           optimizer.step().
     our CoOp              trainers.steps.coop_gradients + Precision.step.
     our ProGrad           trainers.steps.prograd_gradients + Precision.step.
+    our KgCoOp            trainers.baseline_steps.kgcoop_gradients (W = 8) + Precision.step.
+    our KD                trainers.baseline_steps.distillation_gradients (α = 0.5, T = 1)
+                          + Precision.step (the ProGrad trainer with LOSS.NAME kd).
+
+`--methods` picks which (default: all five); KgCoOp and KD get their own table beside CoOp.
 
 Our CoOp and ProGrad read the image features through trainers.frozen_image.FrozenImageEncoder
 (`--image-encoder frozen`, the default) or through CLIP's own `visual` module under no_grad
@@ -65,6 +71,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from trainers.baseline_steps import distillation_gradients, kgcoop_gradients  # noqa: E402
 from trainers.clip_prompt import (  # noqa: E402
     CustomCLIP,
     PromptLearner,
@@ -100,7 +107,10 @@ TEXT_TRANSFORMER = {
     "transformer_heads": 8,
     "transformer_layers": 12,
 }
-METHODS = ("straightforward", "coop", "prograd")
+METHODS = ("straightforward", "coop", "prograd", "kgcoop", "kd")
+KGCOOP_WEIGHT = 8.0  # the official scripts' W
+KD_ALPHA = 0.5  # LOSS.ALPHA's default
+MAIN_TABLE_METHODS = ("straightforward", "coop", "prograd")  # the issue #5 table
 N_CTX = 16
 INIT_WORDS = "a photo of a"  # CTX_INIT=True with the template below (the official configs)
 TEMPLATE = "a photo of a {}."
@@ -258,6 +268,22 @@ def our_prograd_step(
     precision.step(optimizer, params, result.gradients)
 
 
+def our_baseline_step(
+    gradients: Callable[..., object],
+    model: CustomCLIP,
+    optimizer: torch.optim.Optimizer,
+    precision: Precision,
+    image: torch.Tensor,
+    label: torch.Tensor,
+    **loss_args: float,
+) -> None:
+    """What the KgCoOp trainer (kgcoop_gradients) or the ProGrad trainer with LOSS.NAME kd
+    (distillation_gradients) does per batch: the method's gradients, then Precision.step."""
+    params = [model.prompt_learner.ctx]
+    result = gradients(model, image, label, precision, params, **loss_args)
+    precision.step(optimizer, params, result.gradients)
+
+
 CPU_MEMORY_METHOD = (
     "torch profiler (profile_memory=True): peak of the CPU tensor bytes allocated during the "
     "step minus those freed, i.e. above what was live before it (as torch.cuda.max_memory_allocated"
@@ -367,34 +393,44 @@ def build_methods(
     """Each method's own prompt (same initial context), model, optimizer and precision policy.
 
     Returns:
-        the prompt learners and the step functions (image, label) -> None, by method name.
+        the prompt learners and the step functions (image, label) -> None, by method name, of
+        the methods in spec["methods"] (CoOp's prompt learner always: the P+S column reads it).
     """
+    methods = [m for m in METHODS if m in spec["methods"] or m == "coop"]
     with contextlib.redirect_stdout(io.StringIO()):  # PromptLearner prints its context
         learners = {
             method: PromptLearner(clip_model, names, n_ctx=N_CTX, init_words=INIT_WORDS).to(device)
-            for method in METHODS
+            for method in methods
         }
-    straightforward = StraightforwardCoOp(clip_model, learners["straightforward"]).to(device)
-    coop = CustomCLIP(clip_model, learners["coop"]).to(device)
-    prograd = CustomCLIP(clip_model, learners["prograd"], teacher).to(device)
-    for model in (coop, prograd):
+    optimizers = {m: torch.optim.SGD(learners[m].parameters(), **SGD) for m in methods}
+    precisions = {m: Precision(spec["precision"], device) for m in methods}
+    ours = {
+        "coop": our_coop_step,
+        "prograd": our_prograd_step,
+        "kgcoop": functools.partial(our_baseline_step, kgcoop_gradients, weight=KGCOOP_WEIGHT),
+        "kd": functools.partial(
+            our_baseline_step, distillation_gradients, alpha=KD_ALPHA, temperature=TEMPERATURE
+        ),
+    }
+    steps = {}
+    for method in methods:
+        if method == "straightforward":
+            straightforward = StraightforwardCoOp(clip_model, learners[method]).to(device)
+            steps[method] = functools.partial(
+                straightforward_coop_step, straightforward, optimizers[method],
+                precisions[method].scaler, precisions[method],
+            )  # fmt: skip
+            continue
+        model = CustomCLIP(clip_model, learners[method], None if method == "coop" else teacher)
+        model = model.to(device)
         if spec["image_encoder"] == "frozen":
             model.image_encoder = FrozenImageEncoder(clip_model.visual)
         else:
             model.image_encoder = ClipVisualNoGrad(clip_model.visual)
-    optimizers = {m: torch.optim.SGD(learners[m].parameters(), **SGD) for m in METHODS}
-    precisions = {m: Precision(spec["precision"], device) for m in METHODS}
-    steps = {
-        "straightforward": lambda x, y: straightforward_coop_step(
-            straightforward, optimizers["straightforward"], precisions["straightforward"].scaler,
-            precisions["straightforward"], x, y,
-        ),
-        "coop": lambda x, y: our_coop_step(coop, optimizers["coop"], precisions["coop"], x, y),
-        "prograd": lambda x, y: our_prograd_step(
-            prograd, optimizers["prograd"], precisions["prograd"], x, y
-        ),
-    }  # fmt: skip
-    return learners, steps
+        steps[method] = functools.partial(
+            ours[method], model, optimizers[method], precisions[method]
+        )
+    return learners, {m: step for m, step in steps.items() if m in spec["methods"]}
 
 
 def run_worker(spec: dict) -> dict:
@@ -433,7 +469,7 @@ def run_worker(spec: dict) -> dict:
             clip_model, all_names[:n_classes], teacher_all[:n_classes], spec, device
         )
         skipped, estimated_ms = {}, {}
-        for method in METHODS:
+        for method in spec["methods"]:
             need = extrapolate(history[method]["bytes"], n_classes)
             free = available_memory(device)
             if need is not None and need > 0.8 * free:
@@ -446,7 +482,7 @@ def run_worker(spec: dict) -> dict:
                 last = history[method]["seconds"][-1][1] if history[method]["seconds"] else None
                 if seconds is not None and last is not None and seconds > last:
                     estimated_ms[method] = 1000 * seconds
-        active = [m for m in METHODS if m not in skipped]
+        active = [m for m in spec["methods"] if m not in skipped]
         seconds_taken: dict[str, list[float]] = {m: [] for m in active}
         # CPU time of all the process's threads: unlike wall time, hardly moved by other
         # processes on a shared machine (the ratio column "(CPU time)").
@@ -613,8 +649,8 @@ def table(results: list[dict]) -> str:
     """
     rows = []
     for r in results:
-        ms = {m: r["median_ms"][m] or r["estimated_ms"].get(m) for m in METHODS}
-        estimated = {m: m in r["skipped"] for m in METHODS}
+        ms = {m: r["median_ms"][m] or r["estimated_ms"].get(m) for m in MAIN_TABLE_METHODS}
+        estimated = {m: m in r["skipped"] for m in MAIN_TABLE_METHODS}
         mib = r["peak_mib"]
         rows.append(
             [
@@ -624,7 +660,7 @@ def table(results: list[dict]) -> str:
                 f"{r['shared_positions']}+{r['own_positions_mean']:.1f}",
                 r["warmup"],
                 r["repeats"],
-                *(fmt(ms[m], 0, estimated[m]) for m in METHODS),
+                *(fmt(ms[m], 0, estimated[m]) for m in MAIN_TABLE_METHODS),
                 fmt(ratio(ms["prograd"], ms["coop"]), 2, estimated["prograd"] or estimated["coop"]),
                 fmt(ratio(r["median_cpu_ms"]["prograd"], r["median_cpu_ms"]["coop"]), 2),
                 fmt(
@@ -632,7 +668,7 @@ def table(results: list[dict]) -> str:
                     2,
                     estimated["prograd"] or estimated["straightforward"],
                 ),
-                *(fmt(mib[m], 0) for m in METHODS),
+                *(fmt(mib[m], 0) for m in MAIN_TABLE_METHODS),
                 fmt(ratio(mib["prograd"], mib["coop"]), 2),
             ]
         )
@@ -641,6 +677,41 @@ def table(results: list[dict]) -> str:
         "straightfwd\nCoOp ms", "our CoOp\nms", "our ProGrad\nms",
         "ProGrad /\nCoOp", "(CPU\ntime)", "ProGrad /\nstraightfwd",
         "straightfwd\npeak MiB", "CoOp\npeak MiB", "ProGrad\npeak MiB", "ProGrad /\nCoOp mem",
+    ]  # fmt: skip
+    return tabulate(rows, headers, disable_numparse=True, stralign="right")
+
+
+def tables(results: list[dict], methods: list[str]) -> str:
+    """The issue #5 table where ProGrad or the straightforward step ran, and the KgCoOp / KD one
+    where either of those ran."""
+    parts = []
+    if {"straightforward", "prograd"} & set(methods):
+        parts.append(table(results))
+    if {"kgcoop", "kd"} & set(methods):
+        parts.append(baselines_table(results))
+    return "\n\n".join(parts) or table(results)
+
+
+def baselines_table(results: list[dict]) -> str:
+    """KgCoOp and CoOp + KD next to our CoOp: median ms, ratios (wall and CPU time), peak MiB."""
+    rows = []
+    for r in results:
+        ms, cpu_ms, mib = r["median_ms"], r["median_cpu_ms"], r["peak_mib"]
+        rows.append(
+            [
+                r["backbone"], r["classes"], f"{r['device']} {r['precision']}", r["repeats"],
+                *(fmt(ms[m], 0) for m in ("coop", "kgcoop", "kd")),
+                fmt(ratio(ms["kgcoop"], ms["coop"]), 2),
+                fmt(ratio(cpu_ms["kgcoop"], cpu_ms["coop"]), 2),
+                fmt(ratio(ms["kd"], ms["coop"]), 2),
+                fmt(ratio(cpu_ms["kd"], cpu_ms["coop"]), 2),
+                *(fmt(mib[m], 0) for m in ("coop", "kgcoop", "kd")),
+            ]
+        )  # fmt: skip
+    headers = [
+        "backbone", "classes", "precision", "n", "our CoOp\nms", "our KgCoOp\nms", "our KD\nms",
+        "KgCoOp /\nCoOp", "(CPU\ntime)", "KD /\nCoOp", "(CPU\ntime)", "CoOp\npeak MiB",
+        "KgCoOp\npeak MiB", "KD\npeak MiB",
     ]  # fmt: skip
     return tabulate(rows, headers, disable_numparse=True, stralign="right")
 
@@ -704,6 +775,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compare-image-encoders", action="store_true",
         help="time only the image encoder: CLIP's visual vs FrozenImageEncoder",
     )  # fmt: skip
+    parser.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=list(METHODS),
+        help="the steps to time (default: all); CoOp is the reference of every ratio",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smoke run: 10 classes, batch 4")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -757,6 +832,7 @@ def worker_specs(args: argparse.Namespace) -> list[dict]:
                     "warmup": {str(c): warmup_large if c >= 1000 else warmup for c in classes},
                     "repeats": {str(c): repeats_large if c >= 1000 else repeats for c in classes},
                     "image_encoder": args.image_encoder,
+                    "methods": sorted(set(args.methods) | {"coop"}, key=METHODS.index),
                 }
                 if args.compare_image_encoders:
                     spec["warmup"], spec["repeats"] = warmup, repeats
@@ -783,7 +859,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             info["torch_threads"] = out["threads"]
             results.extend(out["results"])
-            print(table(out["results"]), flush=True)
+            print(tables(out["results"], args.methods), flush=True)
     info["load_average_at_end"] = os.getloadavg()
     info["wall_seconds"] = time.perf_counter() - started
     cuda = f", {info['cuda_device']}" if "cuda_device" in info else ""
@@ -805,7 +881,7 @@ def main(argv: list[str] | None = None) -> None:
         for result in results:
             for method, reason in result["skipped"].items():
                 print(f"{result['backbone']}, {result['classes']} classes, {method}: {reason}")
-        print(table(results))
+        print(tables(results, args.methods))
     print(
         f"Total {info['wall_seconds']:.0f} s; load average (1, 5, 15 min) "
         f"{tuple(round(x, 2) for x in info['load_average_at_start'])} at start, "

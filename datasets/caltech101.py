@@ -7,6 +7,7 @@ from yacs.config import CfgNode
 
 from .common import (
     Layout,
+    SplitSizes,
     fewshot_and_subsample,
     read_and_split_data,
     read_or_create_split,
@@ -17,6 +18,9 @@ LAYOUT = Layout(
     name="Caltech101",
     folder="caltech-101",
     contents=("101_ObjectCategories/<class>/image_*.jpg", "split_zhou_Caltech101.json"),
+    images="101_ObjectCategories",
+    split_file="split_zhou_Caltech101.json",
+    published=SplitSizes(classes=100, train=4128, val=1649, test=2465),
 )
 # A clutter class and a duplicate of "Faces"; CoOp leaves both out.
 IGNORED = ("BACKGROUND_Google", "Faces_easy")
@@ -33,13 +37,14 @@ NEW_CNAMES = {
 class Caltech101(DatasetBase):
     """Caltech101: 100 object classes; the split is made from the folders if the json is absent."""
 
+    layout = LAYOUT
     dataset_dir = LAYOUT.folder
 
     def __init__(self, cfg: CfgNode) -> None:
         subsample_setting(cfg)  # fail on a bad value before reading any files
         self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
-        self.image_dir = os.path.join(self.dataset_dir, "101_ObjectCategories")
-        self.split_path = os.path.join(self.dataset_dir, "split_zhou_Caltech101.json")
+        self.image_dir = LAYOUT.image_dir(self.dataset_dir)
+        self.split_path = os.path.join(self.dataset_dir, LAYOUT.split_file)
 
         train, val, test = read_or_create_split(
             self.split_path,

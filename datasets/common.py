@@ -15,6 +15,7 @@ same images.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -33,21 +34,48 @@ from yacs.config import CfgNode
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 
 Split = list[Datum]
+# An image of a split before it becomes a Datum: (absolute image path, label, class name).
+Entry = tuple[str, int, str]
+# "train" / "val" / "test" -> entries; a dataset without a split has no key for it.
+SplitEntries = dict[str, list[Entry]]
+
+
+@dataclass(frozen=True)
+class SplitSizes:
+    """A dataset's size as CoOp published it (CoOp, IJCV 2022, dataset table); None: no such split.
+
+    ``tools/check_data.py`` compares a dataset on disk against these.
+    """
+
+    classes: int
+    train: int | None
+    val: int | None
+    test: int
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Where a dataset lives under ``DATASET.ROOT``; used to load it and to explain errors.
+    """Where a dataset lives under ``DATASET.ROOT``; used to load it, check it and explain errors.
 
     Attributes:
         name: Dassl registry name; its lower-cased form is the anchor of its DATASETS.md section.
         folder: the dataset folder under ``DATASET.ROOT`` (CoOp's ``dataset_dir``).
         contents: what the folder must hold, as shown in DATASETS.md.
+        images: the image folder inside ``folder`` ("" for ``folder`` itself); the paths of the
+            split file are relative to it.
+        split_file: CoOp's ``split_zhou_*.json`` inside ``folder``; "" for datasets without one.
+        class_file: the file inside ``folder`` that names the classes, for datasets that always
+            need one ("" where the split file names them).
+        published: CoOp's published sizes, None where there are none.
     """
 
     name: str
     folder: str
     contents: tuple[str, ...]
+    images: str = ""
+    split_file: str = ""
+    class_file: str = ""
+    published: SplitSizes | None = None
 
     @property
     def doc(self) -> str:
@@ -85,26 +113,74 @@ class Layout:
             raise self.missing(path, "dataset folder")
         return path
 
+    def image_dir(self, dataset_dir: str) -> str:
+        """The folder that the split file's image paths start from."""
+        return os.path.join(dataset_dir, self.images) if self.images else dataset_dir
+
+    def damaged(self, path: str, problem: str) -> ValueError:
+        """Build the error for a file that is there but cannot be used, naming it and the fix.
+
+        Args:
+            path: the damaged file.
+            problem: what is wrong with it, e.g. "line 3 is not '<wnid> <class name>'".
+        """
+        return ValueError(
+            f"{self.name}: {path} is damaged or not the expected file: {problem}. Replace it "
+            f"with the file described in {self.doc} (in the repository root)."
+        )
+
 
 def read_json(path: str) -> Any:
-    """Read a json file; a missing or malformed file raises an error naming it."""
+    """Read a json file; a missing, unreadable or malformed file raises an error naming it."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder, where a json file is expected; check the path.")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"json file not found: {path}. Check the path or recreate it.")
-    with open(path) as file:
+    with open(path, "rb") as file:
         try:
-            return json.load(file)
-        except json.JSONDecodeError as error:
+            return json.loads(file.read().decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(
                 f"{path} is not valid json ({error}). Re-download it, or delete it if it is a "
                 "generated split so that it is written again."
             ) from error
 
 
+def read_lines(path: str, layout: Layout, what: str) -> list[tuple[int, str]]:
+    """The non-empty lines of a dataset's text file, stripped, with their 1-based numbers.
+
+    Args:
+        path: the file; a missing one raises ``layout.missing``.
+        layout: the dataset's layout, for error messages.
+        what: a few words saying what the file is, e.g. "class-name file".
+    """
+    layout.require(path, what)
+    if os.path.isdir(path):
+        raise layout.damaged(path, f"it is a folder, where the {what} is expected")
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise layout.damaged(path, f"it is not a text file ({error})") from error
+    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1)]
+    return [(number, line) for number, line in lines if line]
+
+
 def write_json(obj: Any, path: str) -> None:
-    """Write ``obj`` as json in CoOp's formatting (4-space indent), creating parent folders."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as file:
-        json.dump(obj, file, indent=4, separators=(",", ": "))
+    """Write ``obj`` as json in CoOp's formatting (4-space indent), creating parent folders.
+
+    A folder that cannot be written raises a ValueError naming it.
+    """
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as file:
+            json.dump(obj, file, indent=4, separators=(",", ": "))
+    except OSError as error:
+        raise ValueError(
+            f"Cannot write {path} ({error.strerror or error}): make its folder writable, or "
+            f"copy the dataset to a writable place and point DATASET.ROOT there."
+        ) from error
 
 
 def make_datum(impath: str, label: int, classname: str, layout: Layout) -> Datum:
@@ -115,6 +191,54 @@ def make_datum(impath: str, label: int, classname: str, layout: Layout) -> Datum
     if not os.path.isfile(impath):
         raise layout.missing(impath, "image")
     return Datum(impath=impath, label=label, classname=classname)
+
+
+def read_split_entries(filepath: str, image_dir: str, layout: Layout) -> SplitEntries:
+    """Read and check a CoOp ``split_zhou_*.json`` file, without touching the images.
+
+    Args:
+        filepath: the json file.
+        image_dir: the folder its relative image paths start from.
+        layout: the dataset's layout, for error messages.
+
+    Returns:
+        ``{"train" | "val" | "test": [(absolute image path, label, class name), ...]}``.
+    """
+    layout.require(filepath, "split file")
+    split = read_json(filepath)
+    if not isinstance(split, Mapping) or not all(k in split for k in ("train", "val", "test")):
+        raise ValueError(
+            f"{filepath} is not a CoOp split file: it needs the keys 'train', 'val' and 'test'. "
+            f"Re-download it as described in {layout.doc}."
+        )
+    entries: SplitEntries = {}
+    for key in ("train", "val", "test"):
+        if not isinstance(split[key], list):
+            raise layout.damaged(filepath, f"its '{key}' is not a list of entries")
+        entries[key] = []
+        for position, entry in enumerate(split[key]):
+            valid = (
+                isinstance(entry, list)
+                and len(entry) == 3
+                and isinstance(entry[0], str)
+                and isinstance(entry[1], int)
+                and not isinstance(entry[1], bool)
+                and isinstance(entry[2], str)
+            )
+            if not valid:
+                raise ValueError(
+                    f"{filepath}: entry {position} of '{key}', {entry!r}, is not "
+                    f"[relpath, label, classname]. Re-download the split file as described in "
+                    f"{layout.doc}."
+                )
+            relpath, label, classname = entry
+            entries[key].append((os.path.join(image_dir, relpath), label, classname))
+    return entries
+
+
+def to_data(entries: Sequence[Entry], layout: Layout) -> Split:
+    """Dassl ``Datum`` objects for entries, each image checked to exist (``make_datum``)."""
+    return [make_datum(impath, label, classname, layout) for impath, label, classname in entries]
 
 
 def read_split(filepath: str, image_dir: str, layout: Layout) -> tuple[Split, Split, Split]:
@@ -129,28 +253,9 @@ def read_split(filepath: str, image_dir: str, layout: Layout) -> tuple[Split, Sp
         ``(train, val, test)`` lists of ``Datum`` with absolute image paths.
     """
     print(f"Reading split from {filepath}")
-    split = read_json(filepath)
-    if not isinstance(split, Mapping) or not all(k in split for k in ("train", "val", "test")):
-        raise ValueError(
-            f"{filepath} is not a CoOp split file: it needs the keys 'train', 'val' and 'test'. "
-            f"Re-download it as described in {layout.doc}."
-        )
-
-    def convert(entries: Sequence[Sequence[Any]]) -> Split:
-        items = []
-        for entry in entries:
-            if len(entry) != 3:
-                raise ValueError(
-                    f"{filepath}: entry {entry!r} is not [relpath, label, classname]. "
-                    f"Re-download the split file as described in {layout.doc}."
-                )
-            relpath, label, classname = entry
-            items.append(
-                make_datum(os.path.join(image_dir, relpath), int(label), classname, layout)
-            )
-        return items
-
-    return convert(split["train"]), convert(split["val"]), convert(split["test"])
+    entries = read_split_entries(filepath, image_dir, layout)
+    train, val, test = (to_data(entries[key], layout) for key in ("train", "val", "test"))
+    return train, val, test
 
 
 def save_split(train: Split, val: Split, test: Split, filepath: str, image_dir: str) -> None:
@@ -276,8 +381,7 @@ def load_or_create_fewshot(
     path = fewshot_cache_path(dataset_dir, num_shots, seed)
     if os.path.exists(path):
         print(f"Loading preprocessed few-shot data from {path}")
-        with open(path, "rb") as file:
-            data = pickle.load(file)
+        data = read_cache(path, "train")
         cached_val = data.get("val")
         if val is not None and cached_val is None:
             raise ValueError(f"{path} has no 'val' split; delete it so that it is rebuilt.")
@@ -290,10 +394,56 @@ def load_or_create_fewshot(
         val = dataset.generate_fewshot_dataset(val, num_shots=min(num_shots, 4))
         data["val"] = val
     print(f"Saving preprocessed few-shot data to {path}")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as file:
-        pickle.dump(data, file, protocol=pickle.HIGHEST_PROTOCOL)
+    write_cache(data, path)
     return train, val
+
+
+def read_cache(path: str, *keys: str) -> dict:
+    """Load a pickled cache written by CoOp's loaders (few-shot split, ImageNet's file list).
+
+    Args:
+        path: the ``.pkl`` file.
+        keys: the keys it must hold.
+    """
+    try:
+        with open(path, "rb") as file:
+            data = pickle.load(file)
+    except Exception as error:  # unpickling garbage raises about any exception type
+        raise ValueError(
+            f"{path} is damaged and cannot be read ({type(error).__name__}: {error}). It is a "
+            f"cache that the loader writes: move it away (or delete it) and it is rebuilt."
+        ) from error
+    if not isinstance(data, dict) or any(key not in data for key in keys):
+        raise ValueError(
+            f"{path} is not one of the loader's caches (it needs the keys {', '.join(keys)}): "
+            f"move it away (or delete it) and it is rebuilt."
+        )
+    return data
+
+
+def write_cache(data: dict, path: str) -> None:
+    """Pickle a cache next to the dataset (CoOp's format), written atomically.
+
+    A dataset folder that cannot be written raises an error saying so: CoOp's loaders keep their
+    caches beside the images.
+    """
+    temporary = f"{path}.tmp-{os.getpid()}"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(temporary, "wb") as file:
+            pickle.dump(data, file, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        folder = os.path.dirname(path)
+        while not os.path.isdir(folder):
+            folder = os.path.dirname(folder)
+        raise ValueError(
+            f"Cannot write the cache {path} ({error.strerror or error}). The loaders keep their "
+            f"caches inside the dataset folder, as CoOp does: make {folder} writable, or copy "
+            f"the dataset to a writable place and point DATASET.ROOT there."
+        ) from error
 
 
 def check_cached_images_exist(cache_path: str, splits: Sequence[Split]) -> None:
@@ -414,17 +564,47 @@ def fewshot_and_subsample(
 def check_images_readable(layout: Layout, *splits: Split | None) -> None:
     """Open the first image of each split, so a broken layout stops here and not in a worker.
 
-    Only one image per split is decoded, to keep building cheap on large datasets.
+    Only one image per split is decoded, to keep building cheap on large datasets;
+    ``tools/check_data.py`` opens them all.
     """
     for items in splits:
         if not items:
             continue
         path = items[0].impath
-        try:
-            with Image.open(path) as image:
-                image.convert("RGB")
-        except OSError as error:
-            raise ValueError(
-                f"{layout.name}: cannot read image {path} ({error}). Re-download or re-extract "
-                f"the dataset as described in {layout.doc}."
-            ) from error
+        problem = image_problem(path)
+        if problem is not None:
+            raise unreadable_image(layout.name, path, problem, layout.doc)
+
+
+def image_problem(path: str, reduced: bool = False) -> str | None:
+    """Why an image file cannot be read, or None when it decodes (as PIL reads it for training).
+
+    Args:
+        path: the image file.
+        reduced: decode JPEGs at 1/8 scale (PIL's draft mode): the whole file is still read
+            and checked, several times faster.
+    """
+    try:
+        with Image.open(path) as image:
+            if reduced:
+                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as error:  # what PIL raises on damaged files
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def unreadable_image(dataset: str, path: str, problem: str, doc: str) -> ValueError:
+    """The error for an image that cannot be read, naming it and the fix.
+
+    Args:
+        dataset: the dataset's name.
+        path: the image file.
+        problem: what reading it raised.
+        doc: the DATASETS.md section of the dataset.
+    """
+    return ValueError(
+        f"{dataset}: cannot read image {path} ({problem}). Re-download or re-extract the dataset "
+        f"as described in {doc}; python tools/check_data.py DATA {dataset} lists every image "
+        f"that cannot be read."
+    )

@@ -7,6 +7,7 @@ from yacs.config import CfgNode
 
 from .common import (
     Layout,
+    SplitSizes,
     fewshot_and_subsample,
     read_and_split_data,
     read_or_create_split,
@@ -17,6 +18,9 @@ LAYOUT = Layout(
     name="DescribableTextures",
     folder="dtd",
     contents=("images/<class>/<class>_*.jpg", "split_zhou_DescribableTextures.json"),
+    images="images",
+    split_file="split_zhou_DescribableTextures.json",
+    published=SplitSizes(classes=47, train=2820, val=1128, test=1692),
 )
 
 
@@ -24,13 +28,14 @@ LAYOUT = Layout(
 class DescribableTextures(DatasetBase):
     """DTD: 47 texture classes; the split is made from the folders if the json is absent."""
 
+    layout = LAYOUT
     dataset_dir = LAYOUT.folder
 
     def __init__(self, cfg: CfgNode) -> None:
         subsample_setting(cfg)  # fail on a bad value before reading any files
         self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
-        self.image_dir = os.path.join(self.dataset_dir, "images")
-        self.split_path = os.path.join(self.dataset_dir, "split_zhou_DescribableTextures.json")
+        self.image_dir = LAYOUT.image_dir(self.dataset_dir)
+        self.split_path = os.path.join(self.dataset_dir, LAYOUT.split_file)
 
         train, val, test = read_or_create_split(
             self.split_path,

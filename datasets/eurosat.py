@@ -7,6 +7,7 @@ from yacs.config import CfgNode
 
 from .common import (
     Layout,
+    SplitSizes,
     fewshot_and_subsample,
     read_and_split_data,
     read_or_create_split,
@@ -17,6 +18,9 @@ LAYOUT = Layout(
     name="EuroSAT",
     folder="eurosat",
     contents=("2750/<class>/<class>_*.jpg", "split_zhou_EuroSAT.json"),
+    images="2750",
+    split_file="split_zhou_EuroSAT.json",
+    published=SplitSizes(classes=10, train=13500, val=5400, test=8100),
 )
 # The folder names are CamelCase land-use codes; CoOp prompts with these descriptions.
 NEW_CNAMES = {
@@ -37,13 +41,14 @@ NEW_CNAMES = {
 class EuroSAT(DatasetBase):
     """EuroSAT: 10 satellite land-use classes; the split is made if the json is absent."""
 
+    layout = LAYOUT
     dataset_dir = LAYOUT.folder
 
     def __init__(self, cfg: CfgNode) -> None:
         subsample_setting(cfg)  # fail on a bad value before reading any files
         self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
-        self.image_dir = os.path.join(self.dataset_dir, "2750")
-        self.split_path = os.path.join(self.dataset_dir, "split_zhou_EuroSAT.json")
+        self.image_dir = LAYOUT.image_dir(self.dataset_dir)
+        self.split_path = os.path.join(self.dataset_dir, LAYOUT.split_file)
 
         train, val, test = read_or_create_split(
             self.split_path,

@@ -5,7 +5,16 @@ import os
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase
 from yacs.config import CfgNode
 
-from .common import Layout, Split, fewshot_and_subsample, make_datum, subsample_setting
+from .common import (
+    Entry,
+    Layout,
+    SplitEntries,
+    SplitSizes,
+    fewshot_and_subsample,
+    read_lines,
+    subsample_setting,
+    to_data,
+)
 
 LAYOUT = Layout(
     name="FGVCAircraft",
@@ -17,6 +26,9 @@ LAYOUT = Layout(
         "images_variant_val.txt",
         "images_variant_test.txt",
     ),
+    images="images",
+    class_file="variants.txt",
+    published=SplitSizes(classes=100, train=3334, val=3333, test=3333),
 )
 
 
@@ -24,40 +36,44 @@ LAYOUT = Layout(
 class FGVCAircraft(DatasetBase):
     """FGVC-Aircraft: 100 aircraft variants; labels follow the order of ``variants.txt``."""
 
+    layout = LAYOUT
     dataset_dir = LAYOUT.folder
 
     def __init__(self, cfg: CfgNode) -> None:
         subsample_setting(cfg)  # fail on a bad value before reading any files
         self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
-        self.image_dir = os.path.join(self.dataset_dir, "images")
-
-        variants_file = LAYOUT.require(
-            os.path.join(self.dataset_dir, "variants.txt"), "class-name file"
-        )
-        with open(variants_file) as file:
-            classnames = [line.strip() for line in file]
-        cname2lab = {classname: label for label, classname in enumerate(classnames)}
-
-        train = self.read_data(cname2lab, "images_variant_train.txt")
-        val = self.read_data(cname2lab, "images_variant_val.txt")
-        test = self.read_data(cname2lab, "images_variant_test.txt")
+        self.image_dir = LAYOUT.image_dir(self.dataset_dir)
+        entries = self.read_entries(self.dataset_dir)
+        train, val, test = (to_data(entries[key], LAYOUT) for key in ("train", "val", "test"))
         train, val, test = fewshot_and_subsample(self, cfg, LAYOUT, train, val, test)
         super().__init__(train_x=train, val=val, test=test)
 
-    def read_data(self, cname2lab: dict[str, int], split_file: str) -> Split:
-        """Read a list of ``<image id> <variant name>`` lines (variant names may have spaces)."""
-        path = LAYOUT.require(os.path.join(self.dataset_dir, split_file), "split file")
-        items = []
-        with open(path) as file:
-            for line in file:
-                if not line.strip():
-                    continue
-                image_id, classname = line.strip().split(" ", 1)
-                if classname not in cname2lab:
-                    raise ValueError(
-                        f"FGVCAircraft: variant {classname!r} in {path} is not listed in "
-                        f"variants.txt; re-extract the dataset as described in {LAYOUT.doc}."
-                    )
-                impath = os.path.join(self.image_dir, f"{image_id}.jpg")
-                items.append(make_datum(impath, cname2lab[classname], classname, LAYOUT))
-        return items
+    @staticmethod
+    def read_entries(dataset_dir: str) -> SplitEntries:
+        """The official variant-level lists, labelled by the order of ``variants.txt``."""
+        variants_file = os.path.join(dataset_dir, LAYOUT.class_file)
+        classnames = [line for _, line in read_lines(variants_file, LAYOUT, "class-name file")]
+        cname2lab = {classname: label for label, classname in enumerate(classnames)}
+        return {
+            split: read_variant_list(dataset_dir, cname2lab, f"images_variant_{split}.txt")
+            for split in ("train", "val", "test")
+        }
+
+
+def read_variant_list(dataset_dir: str, cname2lab: dict[str, int], list_file: str) -> list[Entry]:
+    """Read a list of ``<image id> <variant name>`` lines (variant names may have spaces)."""
+    path = os.path.join(dataset_dir, list_file)
+    image_dir = LAYOUT.image_dir(dataset_dir)
+    entries = []
+    for number, line in read_lines(path, LAYOUT, "split file"):
+        image_id, _, classname = line.partition(" ")
+        if classname not in cname2lab:
+            raise ValueError(
+                f"FGVCAircraft: line {number} of {path}, {line[:80]!r}, names a variant that "
+                f"variants.txt does not list; re-extract the dataset as described in "
+                f"{LAYOUT.doc}."
+            )
+        entries.append(
+            (os.path.join(image_dir, f"{image_id}.jpg"), cname2lab[classname], classname)
+        )
+    return entries

@@ -7,6 +7,7 @@ from yacs.config import CfgNode
 
 from .common import (
     Layout,
+    SplitSizes,
     fewshot_and_subsample,
     read_and_split_data,
     read_or_create_split,
@@ -17,6 +18,9 @@ LAYOUT = Layout(
     name="Food101",
     folder="food-101",
     contents=("images/<class>/<id>.jpg", "meta/", "split_zhou_Food101.json"),
+    images="images",
+    split_file="split_zhou_Food101.json",
+    published=SplitSizes(classes=101, train=50500, val=20200, test=30300),
 )
 
 
@@ -27,13 +31,14 @@ class Food101(DatasetBase):
     CoOp ignores the official meta/train.txt / test.txt division; so do we.
     """
 
+    layout = LAYOUT
     dataset_dir = LAYOUT.folder
 
     def __init__(self, cfg: CfgNode) -> None:
         subsample_setting(cfg)  # fail on a bad value before reading any files
         self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
-        self.image_dir = os.path.join(self.dataset_dir, "images")
-        self.split_path = os.path.join(self.dataset_dir, "split_zhou_Food101.json")
+        self.image_dir = LAYOUT.image_dir(self.dataset_dir)
+        self.split_path = os.path.join(self.dataset_dir, LAYOUT.split_file)
 
         train, val, test = read_or_create_split(
             self.split_path,

@@ -1,7 +1,6 @@
 """ImageNet (ILSVRC-2012; its val set is the test set) and helpers for its test-only variants."""
 
 import os
-import pickle
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -10,30 +9,41 @@ from dassl.utils import listdir_nohidden
 from yacs.config import CfgNode
 
 from .common import (
+    Entry,
     Layout,
-    Split,
+    SplitEntries,
+    SplitSizes,
     check_cached_images_exist,
     check_images_readable,
     fewshot_and_subsample,
-    make_datum,
+    read_cache,
+    read_lines,
     subsample_setting,
+    to_data,
+    write_cache,
 )
 
 LAYOUT = Layout(
     name="ImageNet",
     folder="imagenet",
     contents=("images/train/<wnid>/*.JPEG", "images/val/<wnid>/*.JPEG", "classnames.txt"),
+    images="images",
+    class_file="classnames.txt",
+    published=SplitSizes(classes=1000, train=1281167, val=None, test=50000),
 )
+# What ImageNet's validation images are called when they come in one flat folder.
+FLAT_VAL_PREFIX = "ILSVRC2012_val_"
 
 
 def read_classnames(text_file: str, layout: Layout) -> OrderedDict[str, str]:
     """Read ``classnames.txt`` (lines ``<wnid> <class name>``) into an ordered wnid -> name map."""
     classnames: OrderedDict[str, str] = OrderedDict()
-    with open(layout.require(text_file, "class-name file")) as file:
-        for line in file:
-            if line.strip():
-                wnid, classname = line.strip().split(" ", 1)
-                classnames[wnid] = classname
+    for number, line in read_lines(text_file, layout, "class-name file"):
+        wnid, _, classname = line.partition(" ")
+        if not classname.strip() or wnid in classnames:
+            problem = "a repeated wnid" if wnid in classnames else "not '<wnid> <class name>'"
+            raise layout.damaged(text_file, f"line {number}, {line[:80]!r}, is {problem}")
+        classnames[wnid] = classname.strip()
     return classnames
 
 
@@ -50,17 +60,34 @@ def find_classnames_file(dataset_dir: str, layout: Layout) -> str:
     return shared
 
 
-def read_class_folders(split_dir: str, classnames: Mapping[str, str], layout: Layout) -> Split:
-    """Read ``split_dir/<wnid>/<image>``; labels follow the sorted wnid folders present.
+def list_class_folders(
+    split_dir: str, classnames: Mapping[str, str], layout: Layout
+) -> list[Entry]:
+    """List ``split_dir/<wnid>/<image>``; labels follow the sorted wnid folders present.
 
     Images are taken in ``os.listdir`` order, as CoOp does, so few-shot sampling with the same
-    seed picks the same images as CoOp on the same disk.
+    seed picks the same images as CoOp on the same disk. Image files lying directly in
+    ``split_dir`` (ImageNet's validation images as they are downloaded) raise an error saying
+    how to file them into class folders.
     """
     layout.require(split_dir, "image folder")
     # Files such as ImageNet-A's README.txt sit beside the class folders.
-    folders = sorted(f.name for f in os.scandir(split_dir) if f.is_dir() and f.name[0] != ".")
-    items = []
-    for label, folder in enumerate(folders):
+    folders, loose = [], 0
+    for entry in os.scandir(split_dir):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            folders.append(entry.name)
+        elif entry.name.lower().endswith((".jpeg", ".jpg", ".png")):
+            loose += 1
+    if loose and not folders:
+        raise ValueError(
+            f"{layout.name}: {split_dir} holds {loose} images directly instead of one folder per "
+            f"class (<wnid>/). File them into class folders, e.g. for ImageNet's validation "
+            f"images: python tools/sort_imagenet_val.py {split_dir} LABELS (see {layout.doc})."
+        )
+    entries = []
+    for label, folder in enumerate(sorted(folders)):
         if folder not in classnames:
             raise ValueError(
                 f"{layout.name}: folder {folder!r} in {split_dir} has no entry in classnames.txt; "
@@ -68,9 +95,8 @@ def read_class_folders(split_dir: str, classnames: Mapping[str, str], layout: La
             )
         folder_dir = os.path.join(split_dir, folder)
         for image_name in listdir_nohidden(folder_dir):
-            impath = os.path.join(folder_dir, image_name)
-            items.append(make_datum(impath, label, classnames[folder], layout))
-    return items
+            entries.append((os.path.join(folder_dir, image_name), label, classnames[folder]))
+    return entries
 
 
 @DATASET_REGISTRY.register()
@@ -81,49 +107,60 @@ class ImageNet(DatasetBase):
     (CoOp's file and format).
     """
 
+    layout = LAYOUT
     dataset_dir = LAYOUT.folder
 
     def __init__(self, cfg: CfgNode) -> None:
         subsample_setting(cfg)  # fail on a bad value before reading any files
         self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
-        self.image_dir = os.path.join(self.dataset_dir, "images")
+        self.image_dir = LAYOUT.image_dir(self.dataset_dir)
         self.preprocessed = os.path.join(self.dataset_dir, "preprocessed.pkl")
 
         if os.path.exists(self.preprocessed):
-            with open(self.preprocessed, "rb") as file:
-                preprocessed = pickle.load(file)
+            preprocessed = read_cache(self.preprocessed, "train", "test")
             train, test = preprocessed["train"], preprocessed["test"]
             # Only the first items: checking 1.28M paths would undo the point of the cache.
             check_cached_images_exist(self.preprocessed, [train[:1], test[:1]])
         else:
-            text_file = os.path.join(self.dataset_dir, "classnames.txt")
-            classnames = read_classnames(text_file, LAYOUT)
-            train = read_class_folders(os.path.join(self.image_dir, "train"), classnames, LAYOUT)
-            test = read_class_folders(os.path.join(self.image_dir, "val"), classnames, LAYOUT)
-            with open(self.preprocessed, "wb") as file:
-                pickle.dump({"train": train, "test": test}, file, protocol=pickle.HIGHEST_PROTOCOL)
+            entries = self.read_entries(self.dataset_dir)
+            train, test = to_data(entries["train"], LAYOUT), to_data(entries["test"], LAYOUT)
+            write_cache({"train": train, "test": test}, self.preprocessed)
 
         train, _, test = fewshot_and_subsample(self, cfg, LAYOUT, train, None, test)
         super().__init__(train_x=train, val=test, test=test)
+
+    @staticmethod
+    def read_entries(dataset_dir: str) -> SplitEntries:
+        """The full train and test (the official validation set) lists, read from the folders."""
+        classnames = read_classnames(os.path.join(dataset_dir, LAYOUT.class_file), LAYOUT)
+        image_dir = LAYOUT.image_dir(dataset_dir)
+        return {
+            "train": list_class_folders(os.path.join(image_dir, "train"), classnames, LAYOUT),
+            "test": list_class_folders(os.path.join(image_dir, "val"), classnames, LAYOUT),
+        }
 
 
 class ImageNetTestSet(DatasetBase):
     """An ImageNet variant read from `<wnid>` folders: test only (not registered itself).
 
-    Subclasses set `layout` and `image_subdir`. Labels are the positions of the wnid folders in
-    sorted order, named by ImageNet's classnames.txt. Every image is a test image (also exposed
-    as train_x, which Dassl needs); DATASET.NUM_SHOTS and DATASET.SUBSAMPLE_CLASSES do not apply,
-    as in CoOp.
+    Subclasses set `layout` (its `images` is the folder of the `<wnid>` folders). Labels are the
+    positions of the wnid folders in sorted order, named by ImageNet's classnames.txt. Every image
+    is a test image (also exposed as train_x, which Dassl needs); DATASET.NUM_SHOTS and
+    DATASET.SUBSAMPLE_CLASSES do not apply, as in CoOp.
     """
 
     layout: Layout
-    image_subdir: str
 
     def __init__(self, cfg: CfgNode) -> None:
         self.dataset_dir = self.layout.dataset_dir(cfg.DATASET.ROOT)
-        self.image_dir = os.path.join(self.dataset_dir, self.image_subdir)
-        classnames_file = find_classnames_file(self.dataset_dir, self.layout)
-        classnames = read_classnames(classnames_file, self.layout)
-        data = read_class_folders(self.image_dir, classnames, self.layout)
+        self.image_dir = self.layout.image_dir(self.dataset_dir)
+        data = to_data(self.read_entries(self.dataset_dir)["test"], self.layout)
         check_images_readable(self.layout, data)
         super().__init__(train_x=data, test=data)
+
+    @classmethod
+    def read_entries(cls, dataset_dir: str) -> SplitEntries:
+        """The test list, read from the class folders."""
+        classnames = read_classnames(find_classnames_file(dataset_dir, cls.layout), cls.layout)
+        image_dir = cls.layout.image_dir(dataset_dir)
+        return {"test": list_class_folders(image_dir, classnames, cls.layout)}

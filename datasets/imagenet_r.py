@@ -2,7 +2,7 @@
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from .common import Layout
+from .common import Layout, SplitSizes
 from .imagenet import ImageNetTestSet
 
 
@@ -14,6 +14,8 @@ class ImageNetR(ImageNetTestSet):
         name="ImageNetR",
         folder="imagenet-rendition",
         contents=("imagenet-r/<wnid>/*.jpg", "classnames.txt (ImageNet's)"),
+        images="imagenet-r",
+        class_file="classnames.txt",
+        published=SplitSizes(classes=200, train=None, val=None, test=30000),
     )
     dataset_dir = layout.folder
-    image_subdir = "imagenet-r"

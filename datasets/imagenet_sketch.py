@@ -2,7 +2,7 @@
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from .common import Layout
+from .common import Layout, SplitSizes
 from .imagenet import ImageNetTestSet
 
 
@@ -14,6 +14,8 @@ class ImageNetSketch(ImageNetTestSet):
         name="ImageNetSketch",
         folder="imagenet-sketch",
         contents=("images/<wnid>/*.JPEG", "classnames.txt (ImageNet's)"),
+        images="images",
+        class_file="classnames.txt",
+        published=SplitSizes(classes=1000, train=None, val=None, test=50889),
     )
     dataset_dir = layout.folder
-    image_subdir = "images"

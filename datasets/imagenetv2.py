@@ -6,7 +6,7 @@ from dassl.data.datasets import DATASET_REGISTRY, DatasetBase
 from dassl.utils import listdir_nohidden
 from yacs.config import CfgNode
 
-from .common import Layout, Split, check_images_readable, make_datum
+from .common import Layout, SplitEntries, SplitSizes, check_images_readable, to_data
 from .imagenet import find_classnames_file, read_classnames
 
 LAYOUT = Layout(
@@ -16,6 +16,9 @@ LAYOUT = Layout(
         "imagenetv2-matched-frequency-format-val/<label 0..999>/*.jpeg",
         "classnames.txt (ImageNet's)",
     ),
+    images="imagenetv2-matched-frequency-format-val",
+    class_file="classnames.txt",
+    published=SplitSizes(classes=1000, train=None, val=None, test=10000),
 )
 
 
@@ -28,24 +31,24 @@ class ImageNetV2(DatasetBase):
     DATASET.SUBSAMPLE_CLASSES do not apply, as in CoOp.
     """
 
+    layout = LAYOUT
     dataset_dir = LAYOUT.folder
 
     def __init__(self, cfg: CfgNode) -> None:
         self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
-        self.image_dir = os.path.join(self.dataset_dir, "imagenetv2-matched-frequency-format-val")
-        classnames = read_classnames(find_classnames_file(self.dataset_dir, LAYOUT), LAYOUT)
-        data = self.read_data(list(classnames.values()))
+        self.image_dir = LAYOUT.image_dir(self.dataset_dir)
+        data = to_data(self.read_entries(self.dataset_dir)["test"], LAYOUT)
         check_images_readable(LAYOUT, data)
         super().__init__(train_x=data, test=data)
 
-    def read_data(self, classnames: list[str]) -> Split:
+    @staticmethod
+    def read_entries(dataset_dir: str) -> SplitEntries:
         """Read ``<image_dir>/<label>/<image>`` for every label of classnames.txt."""
-        LAYOUT.require(self.image_dir, "image folder")
-        items = []
-        for label, classname in enumerate(classnames):
-            class_dir = LAYOUT.require(os.path.join(self.image_dir, str(label)), "class folder")
+        classnames = read_classnames(find_classnames_file(dataset_dir, LAYOUT), LAYOUT)
+        image_dir = LAYOUT.require(LAYOUT.image_dir(dataset_dir), "image folder")
+        entries = []
+        for label, classname in enumerate(classnames.values()):
+            class_dir = LAYOUT.require(os.path.join(image_dir, str(label)), "class folder")
             for image_name in listdir_nohidden(class_dir):
-                items.append(
-                    make_datum(os.path.join(class_dir, image_name), label, classname, LAYOUT)
-                )
-        return items
+                entries.append((os.path.join(class_dir, image_name), label, classname))
+        return {"test": entries}

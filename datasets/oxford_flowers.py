@@ -10,6 +10,7 @@ from yacs.config import CfgNode
 from .common import (
     Layout,
     Split,
+    SplitSizes,
     fewshot_and_subsample,
     make_datum,
     read_json,
@@ -26,6 +27,9 @@ LAYOUT = Layout(
         "cat_to_name.json",
         "split_zhou_OxfordFlowers.json",
     ),
+    images="jpg",
+    split_file="split_zhou_OxfordFlowers.json",
+    published=SplitSizes(classes=102, train=4093, val=1633, test=2463),
 )
 
 
@@ -37,15 +41,16 @@ class OxfordFlowers(DatasetBase):
     (needs scipy).
     """
 
+    layout = LAYOUT
     dataset_dir = LAYOUT.folder
 
     def __init__(self, cfg: CfgNode) -> None:
         subsample_setting(cfg)  # fail on a bad value before reading any files
         self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
-        self.image_dir = os.path.join(self.dataset_dir, "jpg")
+        self.image_dir = LAYOUT.image_dir(self.dataset_dir)
         self.label_file = os.path.join(self.dataset_dir, "imagelabels.mat")
         self.lab2cname_file = os.path.join(self.dataset_dir, "cat_to_name.json")
-        self.split_path = os.path.join(self.dataset_dir, "split_zhou_OxfordFlowers.json")
+        self.split_path = os.path.join(self.dataset_dir, LAYOUT.split_file)
 
         train, val, test = read_or_create_split(
             self.split_path, self.image_dir, LAYOUT, self.read_data

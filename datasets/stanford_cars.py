@@ -8,6 +8,7 @@ from yacs.config import CfgNode
 from .common import (
     Layout,
     Split,
+    SplitSizes,
     fewshot_and_subsample,
     make_datum,
     read_or_create_split,
@@ -26,6 +27,8 @@ LAYOUT = Layout(
         "cars_test_annos_withlabels.mat",
         "split_zhou_StanfordCars.json",
     ),
+    split_file="split_zhou_StanfordCars.json",
+    published=SplitSizes(classes=196, train=6509, val=1635, test=8041),
 )
 
 
@@ -38,12 +41,13 @@ class StanfordCars(DatasetBase):
     ``.mat`` files (needs scipy).
     """
 
+    layout = LAYOUT
     dataset_dir = LAYOUT.folder
 
     def __init__(self, cfg: CfgNode) -> None:
         subsample_setting(cfg)  # fail on a bad value before reading any files
         self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
-        self.split_path = os.path.join(self.dataset_dir, "split_zhou_StanfordCars.json")
+        self.split_path = os.path.join(self.dataset_dir, LAYOUT.split_file)
 
         def create() -> tuple[Split, Split, Split]:
             meta_file = os.path.join(self.dataset_dir, "devkit", "cars_meta.mat")

@@ -8,8 +8,10 @@ from yacs.config import CfgNode
 from .common import (
     Layout,
     Split,
+    SplitSizes,
     fewshot_and_subsample,
     make_datum,
+    read_lines,
     read_or_create_split,
     split_trainval,
     subsample_setting,
@@ -25,6 +27,9 @@ LAYOUT = Layout(
         "Testing_01.txt",
         "split_zhou_SUN397.json",
     ),
+    images="SUN397",
+    split_file="split_zhou_SUN397.json",
+    published=SplitSizes(classes=397, train=15880, val=3970, test=19850),
 )
 
 
@@ -36,19 +41,21 @@ class SUN397(DatasetBase):
     class) and test from Testing_01.txt.
     """
 
+    layout = LAYOUT
     dataset_dir = LAYOUT.folder
 
     def __init__(self, cfg: CfgNode) -> None:
         subsample_setting(cfg)  # fail on a bad value before reading any files
         self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
-        self.image_dir = os.path.join(self.dataset_dir, "SUN397")
-        self.split_path = os.path.join(self.dataset_dir, "split_zhou_SUN397.json")
+        self.image_dir = LAYOUT.image_dir(self.dataset_dir)
+        self.split_path = os.path.join(self.dataset_dir, LAYOUT.split_file)
 
         def create() -> tuple[Split, Split, Split]:
             classname_file = os.path.join(self.dataset_dir, "ClassName.txt")
-            with open(LAYOUT.require(classname_file, "class-name file")) as file:
-                # Lines look like "/a/abbey"; the label is the line's position.
-                classnames = [line.strip()[1:] for line in file if line.strip()]
+            # Lines look like "/a/abbey"; the label is the line's position.
+            classnames = [
+                line[1:] for _, line in read_lines(classname_file, LAYOUT, "class-name file")
+            ]
             cname2lab = {classname: label for label, classname in enumerate(classnames)}
             trainval = self.read_data(cname2lab, "Training_01.txt")
             test = self.read_data(cname2lab, "Testing_01.txt")
@@ -60,21 +67,18 @@ class SUN397(DatasetBase):
 
     def read_data(self, cname2lab: dict[str, int], list_file: str) -> Split:
         """Read a partition list of ``/<letter>/<scene>[/<sub-type>]/<image>`` lines."""
-        path = LAYOUT.require(os.path.join(self.dataset_dir, list_file), "partition file")
+        path = os.path.join(self.dataset_dir, list_file)
         items = []
-        with open(path) as file:
-            for line in file:
-                if not line.strip():
-                    continue
-                image_name = line.strip()[1:]  # drop the leading "/"
-                folder = os.path.dirname(image_name)
-                if folder not in cname2lab:
-                    raise ValueError(
-                        f"SUN397: {folder!r} in {path} is not listed in ClassName.txt; "
-                        f"re-download the partitions as described in {LAYOUT.doc}."
-                    )
-                # Drop the first-letter folder and put qualifiers such as "indoor" first.
-                classname = " ".join(folder.split("/")[1:][::-1])
-                impath = os.path.join(self.image_dir, image_name)
-                items.append(make_datum(impath, cname2lab[folder], classname, LAYOUT))
+        for _, line in read_lines(path, LAYOUT, "partition file"):
+            image_name = line[1:]  # drop the leading "/"
+            folder = os.path.dirname(image_name)
+            if folder not in cname2lab:
+                raise ValueError(
+                    f"SUN397: {folder!r} in {path} is not listed in ClassName.txt; "
+                    f"re-download the partitions as described in {LAYOUT.doc}."
+                )
+            # Drop the first-letter folder and put qualifiers such as "indoor" first.
+            classname = " ".join(folder.split("/")[1:][::-1])
+            impath = os.path.join(self.image_dir, image_name)
+            items.append(make_datum(impath, cname2lab[folder], classname, LAYOUT))
         return items

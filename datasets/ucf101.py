@@ -9,8 +9,10 @@ from yacs.config import CfgNode
 from .common import (
     Layout,
     Split,
+    SplitSizes,
     fewshot_and_subsample,
     make_datum,
+    read_lines,
     read_or_create_split,
     split_trainval,
     subsample_setting,
@@ -24,6 +26,9 @@ LAYOUT = Layout(
         "split_zhou_UCF101.json",
         "ucfTrainTestlist/ (only read without the json)",
     ),
+    images="UCF-101-midframes",
+    split_file="split_zhou_UCF101.json",
+    published=SplitSizes(classes=101, train=7639, val=1898, test=3783),
 )
 
 
@@ -40,22 +45,25 @@ class UCF101(DatasetBase):
     class) and test from testlist01.txt.
     """
 
+    layout = LAYOUT
     dataset_dir = LAYOUT.folder
 
     def __init__(self, cfg: CfgNode) -> None:
         subsample_setting(cfg)  # fail on a bad value before reading any files
         self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
-        self.image_dir = os.path.join(self.dataset_dir, "UCF-101-midframes")
-        self.split_path = os.path.join(self.dataset_dir, "split_zhou_UCF101.json")
+        self.image_dir = LAYOUT.image_dir(self.dataset_dir)
+        self.split_path = os.path.join(self.dataset_dir, LAYOUT.split_file)
 
         def create() -> tuple[Split, Split, Split]:
             class_file = os.path.join(self.dataset_dir, "ucfTrainTestlist", "classInd.txt")
             cname2lab = {}
-            with open(LAYOUT.require(class_file, "class-index file")) as file:
-                for line in file:
-                    if line.strip():
-                        label, action = line.split()
-                        cname2lab[action] = int(label) - 1
+            for number, line in read_lines(class_file, LAYOUT, "class-index file"):
+                label, _, action = line.partition(" ")
+                if not label.isdigit() or not action.strip():
+                    raise LAYOUT.damaged(
+                        class_file, f"line {number}, {line[:80]!r}, is not '<label> <Action>'"
+                    )
+                cname2lab[action.strip()] = int(label) - 1
             trainval = self.read_data(cname2lab, "trainlist01.txt")
             test = self.read_data(cname2lab, "testlist01.txt")
             return (*split_trainval(trainval), test)
@@ -68,17 +76,18 @@ class UCF101(DatasetBase):
         """Read a list of ``<Action>/v_<Action>_gNN_cNN.avi [label]`` lines as frame Datum."""
         path = os.path.join(self.dataset_dir, "ucfTrainTestlist", list_file)
         items = []
-        with open(LAYOUT.require(path, "train/test list")) as file:
-            for line in file:
-                if not line.strip():
-                    continue
-                action, video = line.split()[0].split("/")
-                if action not in cname2lab:
-                    raise ValueError(
-                        f"UCF101: action {action!r} in {path} is not listed in classInd.txt; "
-                        f"re-download ucfTrainTestlist as described in {LAYOUT.doc}."
-                    )
-                classname = split_camel_case(action)
-                impath = os.path.join(self.image_dir, classname, video.replace(".avi", ".jpg"))
-                items.append(make_datum(impath, cname2lab[action], classname, LAYOUT))
+        for number, line in read_lines(path, LAYOUT, "train/test list"):
+            action, _, video = line.split()[0].partition("/")
+            if not video:
+                raise LAYOUT.damaged(
+                    path, f"line {number}, {line[:80]!r}, is not '<Action>/<video>.avi'"
+                )
+            if action not in cname2lab:
+                raise ValueError(
+                    f"UCF101: action {action!r} in {path} is not listed in classInd.txt; "
+                    f"re-download ucfTrainTestlist as described in {LAYOUT.doc}."
+                )
+            classname = split_camel_case(action)
+            impath = os.path.join(self.image_dir, classname, video.replace(".avi", ".jpg"))
+            items.append(make_datum(impath, cname2lab[action], classname, LAYOUT))
         return items

@@ -15,6 +15,9 @@ for path in (ROOT, ROOT / "tests"):
 
 from tiny_clip import write_tiny_clip  # noqa: E402
 
+# With PROGRAD_REQUIRE_DASSL set, a test skipped for want of Dassl fails the run (.ci/run).
+pytest_plugins = ["require_dassl"]
+
 
 @pytest.fixture(scope="session")
 def tiny_clip_files(tmp_path_factory) -> dict[str, Path]:

@@ -4,7 +4,8 @@ import contextlib
 
 import pytest
 import torch
-from tiny_clip import IMAGE_SIZE, build_tiny_clip
+from clip.model import VisionTransformer, build_model
+from tiny_clip import IMAGE_SIZE, REAL_WIDTHS, build_clip_with_real_widths, build_tiny_clip
 
 from trainers.frozen_image import FrozenImageEncoder
 
@@ -137,3 +138,24 @@ def test_an_image_encoder_that_is_not_clips_is_rejected():
     """Anything but CLIP's ModifiedResNet / VisionTransformer is a ValueError naming its type."""
     with pytest.raises(ValueError, match="ModifiedResNet or VisionTransformer.*Sequential"):
         FrozenImageEncoder(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3)))
+
+
+@pytest.mark.parametrize("backbone", list(REAL_WIDTHS))
+def test_real_backbone_widths_give_clips_image_features(backbone):
+    """RN50/101/50x4, ViT-B/32, B/16, L/14 widths and resolutions (one layer per stage), loaded
+    through build_model: (B, embed_dim) features equal to clip_model.visual's."""
+    widths = REAL_WIDTHS[backbone]
+    model = build_model(build_clip_with_real_widths(backbone).state_dict()).float()
+    visual = model.visual
+    resolution = widths["image_resolution"]
+    assert visual.input_resolution == resolution
+    if isinstance(visual, VisionTransformer):  # ViT-L/14: 1024 wide, 16 heads, patch 14
+        assert visual.conv1.kernel_size == (widths["patch"],) * 2
+        assert visual.transformer.width == widths["vision_width"]
+        assert visual.transformer.resblocks[0].attn.num_heads == widths["vision_width"] // 64
+    image = torch.randn(2, 3, resolution, resolution, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        reference = visual(image)
+    ours = FrozenImageEncoder(visual)(image)
+    assert ours.shape == (2, widths["embed_dim"])
+    assert_close_to_feature_scale(ours, reference, 1e-5)

@@ -11,13 +11,16 @@ from pathlib import Path
 import pytest
 
 from tools.parse_results import main
+from tools.protocols import default_variant
 from tools.results import (
     MISSING,
     Setting,
     aggregate,
+    base2new_comparison_tables,
     base2new_tables,
     build_tables,
     collect_runs,
+    fewshot_comparison_tables,
     fewshot_tables,
     harmonic_mean,
     parse_log,
@@ -353,9 +356,14 @@ def test_build_tables_covers_every_protocol_present(tmp_path):
     assert names == [
         "fewshot_coop_rn50",
         "fewshot_prograd_rn50",
+        "fewshot_comparison_rn50_1shots",
+        "fewshot_comparison_rn50_4shots",
+        "fewshot_comparison_rn50_16shots",
         "zeroshot_clip",
         "base2new_coop_rn50_4shots",
         "base2new_prograd_rn50_4shots",
+        "base2new_comparison_rn50_4shots",
+        "base2new_comparison_h_rn50_4shots",
         "domain_generalization",
     ]
 
@@ -413,3 +421,63 @@ def test_cli_missing_directory_exits_with_clear_error(tmp_path):
     )
     assert completed.returncode == 2
     assert "missing" in completed.stderr and "does not exist" in completed.stderr
+
+
+# Every method of the paper's tables, given out of order, and one the tool does not know.
+METHODS_SHUFFLED = ("ProGrad", "KgCoOp", "MyMethod", "CoOp", "KD", "LinearProbeCLIP", "Adapter")
+PAPER_ORDER = ["ZeroshotCLIP", "LinearProbeCLIP", "CoOp", "KD", "KgCoOp", "ProGrad", "Adapter",
+               "MyMethod"]  # fmt: skip
+
+
+def write_methods_tree(root: Path) -> None:
+    """16-shot runs of every method on caltech101 and dtd, and zero-shot CLIP."""
+    for index, method in enumerate(METHODS_SHUFFLED):
+        for seed in (1, 2):
+            for dataset, offset in (("caltech101", 20.0), ("dtd", 0.0)):
+                run_dir = root / dataset / method / "rn50_16shots" / default_variant(method)
+                write(run_dir / f"seed{seed}", training_log(50.0 + index + offset + seed))
+    write(root / "ZeroshotCLIP" / "rn50" / "caltech101", eval_log(86.3))
+    write(root / "ZeroshotCLIP" / "rn50" / "dtd", eval_log(42.2))
+
+
+def test_fewshot_comparison_has_a_row_per_method_in_the_paper_order_with_averages(tmp_path):
+    """Methods × datasets at 16 shots: zero-shot CLIP, the paper's methods in its order, unknown
+    methods after them alphabetically; cells mean ± std, last column the average."""
+    write_methods_tree(tmp_path)
+    (table,) = fewshot_comparison_tables(aggregate(collect_runs(tmp_path).runs))
+    assert table.name == "fewshot_comparison_rn50_16shots"
+    assert table.headers == ["Method", "Caltech101", "DTD", "Average"]
+    assert [r[0] for r in table.rows] == PAPER_ORDER
+    assert row(table, "ZeroshotCLIP") == ["ZeroshotCLIP", "86.30", "42.20", "64.25"]
+    kd = METHODS_SHUFFLED.index("KD")  # caltech101: 50 + kd + 20 + {1, 2}
+    assert row(table, "KD") == [
+        "KD",
+        f"{71.5 + kd:.2f} ± 0.50",
+        f"{51.5 + kd:.2f} ± 0.50",
+        f"{61.5 + kd:.2f}",
+    ]
+
+
+def test_base2new_comparison_averages_and_harmonic_means_per_method(tmp_path):
+    """Per method: base and new averaged over datasets and H of the averages; H per dataset."""
+    for trainer, (base, new) in (("KgCoOp", (80.0, 70.0)), ("CoOp", (82.0, 60.0))):
+        for dataset, shift in (("caltech101", 10.0), ("dtd", 0.0)):
+            write(base2new_dir(tmp_path, "test_base", dataset, trainer, 1), eval_log(base + shift))
+            write(base2new_dir(tmp_path, "test_new", dataset, trainer, 1), eval_log(new + shift))
+    write(base2new_dir(tmp_path, "test_new", "dtd", "ZeroshotCLIP", None, 0, "rn50"), eval_log(45))
+    averages, per_dataset = base2new_comparison_tables(aggregate(collect_runs(tmp_path).runs))
+    assert [r[0] for r in averages.rows] == ["ZeroshotCLIP", "CoOp", "KgCoOp"]
+    assert row(averages, "KgCoOp") == ["KgCoOp", "85.00", "75.00", f"{harmonic_mean(85, 75):.2f}"]
+    assert row(averages, "ZeroshotCLIP") == ["ZeroshotCLIP", MISSING, "45.00 (1/2)", MISSING]
+    assert per_dataset.headers == ["Method", "Caltech101", "DTD", "Average"]
+    assert row(per_dataset, "CoOp")[1:3] == [
+        f"{harmonic_mean(92, 70):.2f}",
+        f"{harmonic_mean(82, 60):.2f}",
+    ]
+
+
+def test_fewshot_plot_has_a_line_per_method_in_the_paper_order(tmp_path):
+    """The legend of the accuracy-vs-shots figure: every method once, in the tables' order."""
+    write_methods_tree(tmp_path)
+    labels = plot_fewshot(aggregate(collect_runs(tmp_path).runs), tmp_path / "shots.png")
+    assert labels == [f"{method} (rn50)" for method in PAPER_ORDER]

@@ -9,6 +9,7 @@ from trainers.prograd_ops import (
     cross_entropy_loss,
     kl_to_teacher_loss,
     project_conflicting_gradient,
+    project_parameter_gradients,
 )
 
 
@@ -145,3 +146,100 @@ def test_diagnostics_average_conflicts_cosines_and_removed_norms():
     assert summary["conflict_share"] == 0.5
     assert summary["mean_cosine"] == pytest.approx((1 - 1 / math.sqrt(2)) / 2)
     assert summary["mean_removed_norm"] == pytest.approx((0 + 2 / 4) / 2)
+
+
+# ProGrad's rule over several parameter tensors (LOSS.PROJECTION per_tensor / whole).
+
+
+def several_tensors(seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """g_ce, g_kl for a (4, 8) context and a (3,) bias: the context conflicts, the bias agrees
+    strongly enough that the whole vectors do not conflict."""
+    generator = torch.Generator().manual_seed(seed)
+    kl_ctx = torch.randn(4, 8, generator=generator)
+    ce_ctx = -0.5 * kl_ctx + 0.1 * torch.randn(4, 8, generator=generator)
+    kl_bias = torch.tensor([5.0, -3.0, 4.0])
+    ce_bias = 2.0 * kl_bias
+    return [ce_ctx, ce_bias], [kl_ctx, kl_bias]
+
+
+def dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.dot(a.flatten(), b.flatten()))
+
+
+@pytest.mark.parametrize("per_tensor", [True, False])
+def test_one_tensor_projections_coincide_with_the_flat_rule(per_tensor):
+    """CoOp's single context: both readings give project_conflicting_gradient, bit for bit."""
+    torch.manual_seed(2)
+    g_kl = torch.randn(16, 8)
+    g_ce = -g_kl + 0.5 * torch.randn(16, 8)
+    flat = project_conflicting_gradient(g_ce.flatten(), g_kl.flatten(), 0.8)
+    result = project_parameter_gradients([g_ce], [g_kl], 0.8, per_tensor=per_tensor)
+    assert result.conflicted and flat.conflicted
+    assert torch.equal(result.gradients[0], flat.gradient.view(16, 8))
+    assert (result.cosine, result.removed_norm) == (flat.cosine, flat.removed_norm)
+
+
+def test_whole_vector_projection_with_lambda_one_ends_orthogonal_to_all_of_g_kl():
+    """per_tensor=False, λ=1, conflicting whole vectors: Σ_p g_p·g_kl,p = 0."""
+    torch.manual_seed(3)
+    g_kl = [torch.randn(4, 8), torch.randn(3)]
+    g_ce = [-g + 0.3 * torch.randn_like(g) for g in g_kl]
+    result = project_parameter_gradients(g_ce, g_kl, 1.0, per_tensor=False)
+    assert result.conflicted and result.cosine < 0
+    total = sum(dot(g, k) for g, k in zip(result.gradients, g_kl, strict=True))
+    scale = math.sqrt(sum(dot(g, g) for g in g_ce) * sum(dot(k, k) for k in g_kl))
+    assert abs(total) < 1e-5 * scale
+    assert [g.shape for g in result.gradients] == [g.shape for g in g_ce]
+
+
+def test_per_tensor_projection_with_lambda_one_leaves_no_tensor_conflicting():
+    """per_tensor=True, λ=1: the conflicting tensor ends orthogonal to its g_kl, the other is
+    unchanged, so the whole update does not conflict either."""
+    g_ce, g_kl = several_tensors(seed=4)
+    assert dot(g_ce[0], g_kl[0]) < 0 < dot(g_ce[1], g_kl[1])
+    result = project_parameter_gradients(g_ce, g_kl, 1.0, per_tensor=True)
+    assert result.conflicted
+    assert abs(dot(result.gradients[0], g_kl[0])) < 1e-5 * g_ce[0].norm() * g_kl[0].norm()
+    assert torch.equal(result.gradients[1], g_ce[1])
+    assert sum(dot(g, k) for g, k in zip(result.gradients, g_kl, strict=True)) >= 0
+    removed = (g_ce[0] - result.gradients[0]).norm()
+    assert result.removed_norm == pytest.approx(float(removed), rel=1e-5)
+
+
+def test_the_two_readings_differ_when_one_tensor_conflicts_and_the_whole_does_not():
+    """Several tensors: per tensor projects the conflicting context; the whole vector, whose dot
+    product is positive, is left as it is."""
+    g_ce, g_kl = several_tensors(seed=5)
+    assert sum(dot(c, k) for c, k in zip(g_ce, g_kl, strict=True)) > 0
+    whole = project_parameter_gradients(g_ce, g_kl, 1.0, per_tensor=False)
+    per_tensor = project_parameter_gradients(g_ce, g_kl, 1.0, per_tensor=True)
+    assert not whole.conflicted and per_tensor.conflicted
+    assert all(torch.equal(g, c) for g, c in zip(whole.gradients, g_ce, strict=True))
+    assert not torch.equal(per_tensor.gradients[0], g_ce[0])
+    assert whole.cosine == pytest.approx(per_tensor.cosine, rel=1e-5) and whole.cosine > 0
+
+
+@pytest.mark.parametrize("per_tensor", [True, False])
+def test_lambda_zero_leaves_every_tensor_unchanged(per_tensor):
+    """λ=0 returns each g_ce bit for bit, conflicting or not, in both readings."""
+    g_ce, g_kl = several_tensors(seed=6)
+    g_ce[1] = -g_ce[1]  # every tensor conflicts now
+    result = project_parameter_gradients(g_ce, g_kl, 0.0, per_tensor=per_tensor)
+    assert result.conflicted
+    assert all(torch.equal(g, c) for g, c in zip(result.gradients, g_ce, strict=True))
+
+
+@pytest.mark.parametrize("per_tensor", [True, False])
+def test_a_non_finite_tensor_makes_the_update_non_finite(per_tensor):
+    """inf/NaN in any tensor: a non-finite update (the step is skipped) and a NaN cosine."""
+    g_ce, g_kl = several_tensors(seed=7)
+    g_kl[1] = torch.tensor([1.0, float("nan"), 0.0])
+    result = project_parameter_gradients(g_ce, g_kl, 1.0, per_tensor=per_tensor)
+    assert not all(bool(torch.isfinite(g).all()) for g in result.gradients)
+    assert math.isnan(result.cosine)
+
+
+def test_mismatched_gradient_lists_are_rejected():
+    """One g_ce and one g_kl per parameter, else a ValueError with both counts."""
+    with pytest.raises(ValueError, match="2 g_ce tensors and 1 g_kl"):
+        project_parameter_gradients([torch.ones(2), torch.ones(2)], [torch.ones(2)], 1.0)

@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from tools.run_lock import LOCK_NAME, RunLock, live_holder, read_holder
+from tools.run_lock import LOCK_NAME, RunLock, live_holder, process_alive, read_holder
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLD = """
@@ -134,3 +134,14 @@ def test_racing_processes_take_a_free_or_dead_lock_exactly_once(tmp_path):
             start = time.time() + 1.5
             outcomes = list(pool.map(_try, [str(run_dir)] * 6, [start] * 6))
         assert sum(outcomes) == 1, outcomes
+
+
+def test_a_zombie_holder_is_dead(tmp_path):
+    """A process that ended but was not reaped yet (a zombie) holds nothing."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child.pid}/stat").read_text().split(")")[-1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert not process_alive(child.pid, "")
+    child.wait()

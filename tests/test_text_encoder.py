@@ -3,8 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from clip.model import CLIP
-from tiny_clip import build_tiny_clip
+from clip.model import CLIP, build_model
+from tiny_clip import REAL_WIDTHS, build_clip_with_real_widths, build_tiny_clip
 
 from trainers.clip_prompt import (
     CustomCLIP,
@@ -139,3 +139,20 @@ def test_fixed_prompts_encode_the_classes_once_and_give_the_same_logits(clip_mod
     with model.fixed_prompts():
         model(images[0]).sum().backward()  # with autograd on, the features are recomputed
     assert len(calls) == 3 and learner.ctx.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("backbone", list(REAL_WIDTHS))
+def test_real_backbone_widths_give_clips_text_features(backbone):
+    """RN50/101/50x4, ViT-B/32, B/16, L/14 widths (one layer), loaded through build_model: the
+    prompt has the real text width, and features and logits equal CLIP's 77-position encoder."""
+    widths = REAL_WIDTHS[backbone]
+    clip_model = build_model(build_clip_with_real_widths(backbone).state_dict()).float()
+    clip_model.requires_grad_(False)
+    heads = clip_model.transformer.resblocks[0].attn.num_heads
+    assert heads == widths["text_width"] // 64  # ViT-L/14: 768 wide, 12 heads
+    learner = PromptLearner(clip_model, CLASSNAMES[:4], n_ctx=4, init_words="a photo of a")
+    assert learner.ctx.shape == (4, widths["text_width"])
+    features = CustomCLIP(clip_model, learner).text_features()
+    assert features.shape == (4, widths["embed_dim"])
+    torch.testing.assert_close(features, coop_text_features(clip_model, learner), atol=2e-6,
+                               rtol=1e-5)  # fmt: skip

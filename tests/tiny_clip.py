@@ -45,3 +45,38 @@ def write_tiny_clip(path: Path, arch: str = "RN", seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(build_tiny_clip(arch, seed).state_dict(), path)
     return path
+
+
+# The widths of OpenAI's released backbones, as `clip.model.build_model` reads them from the
+# checkpoints (heads follow from the widths: width // 64), for shape tests at real widths.
+REAL_WIDTHS: dict[str, dict] = {
+    "RN50": {"embed_dim": 1024, "image_resolution": 224, "vision_width": 64, "text_width": 512},
+    "RN101": {"embed_dim": 512, "image_resolution": 224, "vision_width": 64, "text_width": 512},
+    "RN50x4": {"embed_dim": 640, "image_resolution": 288, "vision_width": 80, "text_width": 640},
+    "ViT-B/32": {"embed_dim": 512, "image_resolution": 224, "vision_width": 768, "patch": 32,
+                 "text_width": 512},
+    "ViT-B/16": {"embed_dim": 512, "image_resolution": 224, "vision_width": 768, "patch": 16,
+                 "text_width": 512},
+    "ViT-L/14": {"embed_dim": 768, "image_resolution": 224, "vision_width": 1024, "patch": 14,
+                 "text_width": 768},
+}  # fmt: skip
+
+
+def build_clip_with_real_widths(backbone: str, layers: int = 1, seed: int = 0) -> CLIP:
+    """An fp32 CLIP with `backbone`'s real widths, heads and resolution but `layers` deep
+    (per ResNet stage / per transformer), random weights."""
+    widths = REAL_WIDTHS[backbone]
+    torch.manual_seed(seed)
+    patch = widths.get("patch")
+    return CLIP(
+        embed_dim=widths["embed_dim"],
+        image_resolution=widths["image_resolution"],
+        vision_layers=layers if patch else (layers,) * 4,
+        vision_width=widths["vision_width"],
+        vision_patch_size=patch,
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=widths["text_width"],
+        transformer_heads=widths["text_width"] // 64,
+        transformer_layers=layers,
+    ).eval()

@@ -155,6 +155,15 @@ class Method:
     fixed_opts: tuple[str, ...] = ()  # KEY VALUE options on every command of the method
     prompt: PromptKeys | None = COOP_PROMPT  # None: no prompt options
     has_lambda: bool = False  # takes ProGrad's LOSS.LAMBDA
+    # KEY VALUE options on the training commands of one dataset (dataset -> options).
+    dataset_opts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # What an evaluation loads: <run>/<model_name>/model.pth.tar-<epoch>, the epoch being
+    # checkpoint_epoch, or the training epochs when None.
+    model_name: str = "prompt_learner"
+    checkpoint_epoch: int | None = None
+    # The only xd_test datasets it can take (None: any but the source), with the reason.
+    xd_targets: tuple[str, ...] | None = None
+    xd_targets_reason: str = ""
 
 
 COOP_DEFAULTS = {
@@ -165,13 +174,14 @@ COOP_DEFAULTS = {
     "xd": Defaults("rn50", shots=4),  # ProGrad's official eval.sh: 4 shots, rn50, 50 epochs
 }
 KGCOOP_DEFAULTS = {  # KgCoOp's official scripts
-    # few-shot: KgCoOp's config and its 100 epochs at any shots. To confirm (issue 9).
-    "fewshot": Defaults("vit_b16_ep100_ctxv1", epochs=epochs_100),
+    # few-shot (no official script): KgCoOp's official RN50 config and its 100 epochs at any shots,
+    # so that KgCoOp sits in the RN50 few-shot comparison with CoOp and ProGrad.
+    "fewshot": Defaults("rn50_ep100", epochs=epochs_100),
     "base2new": Defaults("vit_b16_ep100_ctxv1", shots=16, epochs=epochs_100),
     "xd": Defaults("vit_b16_ep100_ctxv1", shots=4),
 }
 COCOOP_DEFAULTS = {  # the CoOp repository's scripts/cocoop/
-    # few-shot: not in CoCoOp's paper; its base-to-new config and epochs. To confirm (issue 13).
+    # few-shot: not in CoCoOp's paper; its own config (batch 1) and 10 epochs at every shot count.
     "fewshot": Defaults("vit_b16_c4_ep10_batch1_ctxv1", epochs=epochs_10),
     "base2new": Defaults("vit_b16_c4_ep10_batch1_ctxv1", shots=16, epochs=epochs_10),
     "xd": Defaults("vit_b16_c4_ep10_batch1_ctxv1", shots=16),
@@ -187,22 +197,29 @@ METHODS: dict[str, Method] = {
             {"zeroshot": Defaults("rn50")},
             prompt=None,
         ),
-        # Few-shot only: a linear classifier has no new classes or other datasets to transfer
-        # to. Trainer, config folder and CFG are issue 9's to confirm.
+        # CoOp's lpclip/ protocol. A linear classifier has no new classes, so no base-to-new;
+        # trained on ImageNet (16 shots, as CoOp's domain generalisation table) it classifies
+        # the ImageNet variants, not the other datasets. ImageNet's val is its test set: C is
+        # chosen on images held out from its train split.
         Method(
             "LinearProbeCLIP",
             "LinearProbeCLIP",
             "LinearProbeCLIP",
-            {"fewshot": Defaults("rn50")},
+            {"fewshot": Defaults("rn50"), "xd": Defaults("rn50", shots=16)},
             prompt=None,
+            dataset_opts={"imagenet": ("TRAINER.LINEAR_PROBE.VALIDATION", "train")},
+            model_name="linear_probe",
+            checkpoint_epoch=1,
+            xd_targets=DG_TARGETS,
+            xd_targets_reason="a linear probe classifies only the classes it was trained on",
         ),
         Method("CoOp", "CoOp", "CoOp", COOP_DEFAULTS),
-        # Configs arrive with issue 13 (TRAINER.COCOOP.* keys).
+        # configs/trainers/CoCoOp, keys TRAINER.COCOOP.* (N_CTX, CTX_INIT, PREC).
         Method("CoCoOp", "CoCoOp", "CoCoOp", COCOOP_DEFAULTS, prompt=COCOOP_PROMPT),
         # The official ProGrad repository's distillation baseline: ProGrad's trainer and configs
-        # with the KD loss, the protocol defaults of CoOp. LOSS.NAME kd arrives with issue 9.
+        # with the KD loss (LOSS.ALPHA 0.5, LOSS.T 1 by default), the protocol defaults of CoOp.
         Method("KD", "ProGrad", "ProGrad", COOP_DEFAULTS, fixed_opts=("LOSS.NAME", "kd")),
-        # Configs and TRAINER.COOP.W arrive with issue 9.
+        # KgCoOp's official W 8.0 and N_CTX 4 (CTX_INIT True: "a photo of a").
         Method(
             "KgCoOp",
             "KgCoOp",
@@ -211,7 +228,6 @@ METHODS: dict[str, Method] = {
             fixed_opts=("TRAINER.COOP.W", "8.0"),
             prompt=KGCOOP_PROMPT,
         ),
-        Method("ProGrad", "ProGrad", "ProGrad", COOP_DEFAULTS, has_lambda=True),
         # CoCoOp plus ProGrad's projection (issue 13): CoCoOp's defaults and ProGrad's λ rules.
         Method(
             "ProGradCoCoOp",
@@ -221,6 +237,7 @@ METHODS: dict[str, Method] = {
             prompt=COCOOP_PROMPT,
             has_lambda=True,
         ),
+        Method("ProGrad", "ProGrad", "ProGrad", COOP_DEFAULTS, has_lambda=True),
     )
 }
 ZERO_SHOT = "ZeroshotCLIP"
@@ -446,6 +463,7 @@ class Run:
     model_dir: str | None = None  # evaluations: the training run whose checkpoint they load
     load_epoch: int | None = None
     train_hint: str = ""  # how to produce model_dir
+    model_name: str = "prompt_learner"  # the checkpoint's folder in model_dir
 
     @property
     def kind(self) -> str:
@@ -456,7 +474,7 @@ class Run:
         """The checkpoint an evaluation loads, or None for a training run."""
         if self.model_dir is None:
             return None
-        return f"{self.model_dir}/prompt_learner/model.pth.tar-{self.load_epoch}"
+        return f"{self.model_dir}/{self.model_name}/model.pth.tar-{self.load_epoch}"
 
 
 @dataclass
@@ -597,8 +615,9 @@ def plan_fewshot(
         )
         command = _head(settings, data, seed, method.trainer) + [
             "--dataset-config-file", dataset_yaml, "--config-file", trainer_yaml,
-            "--output-dir", run_dir, *method.fixed_opts, *lambda_opts, *build.prompt_opts(),
-            "DATASET.NUM_SHOTS", str(shots), *epoch_opts, *settings.extra_opts,
+            "--output-dir", run_dir, *method.fixed_opts, *method.dataset_opts.get(dataset, ()),
+            *lambda_opts, *build.prompt_opts(), "DATASET.NUM_SHOTS", str(shots), *epoch_opts,
+            *settings.extra_opts,
         ]  # fmt: skip
         plan.runs.append(Run("fewshot", method.name, dataset, seed, True, run_dir, tuple(command)))
     return plan
@@ -724,6 +743,11 @@ def plan_xd_test(method_name: str, dataset: str, settings: Settings, root: Path)
             "imagenet is the source dataset (its accuracy is in the xd_train.sh run); pass a "
             "target, e.g. imagenetv2 or caltech101."
         )
+    if method.xd_targets is not None and dataset not in method.xd_targets:
+        raise ProtocolError(
+            f"{method.name} cannot be evaluated on {dataset}: it takes "
+            f"{', '.join(method.xd_targets)} ({method.xd_targets_reason})."
+        )
     cfg, shots = _xd_source(method, settings)
     plan = Plan()
     build = _Builder(method, "fewshot", settings, plan)
@@ -732,8 +756,9 @@ def plan_xd_test(method_name: str, dataset: str, settings: Settings, root: Path)
     data, note = resolve_data(settings, [dataset], root)  # reads the target only
     plan.notes += [note] if note else []
     build.lambda_opts(default_lambda("xd", SOURCE_DATASET, shots))  # λ locates the model
-    epochs = build.epochs(build.defaults.epochs(SOURCE_DATASET, shots))
-    load_epoch = settings.load_epoch or epochs
+    rule = build.defaults.epochs
+    epochs = build.epochs(None if rule is None else rule(SOURCE_DATASET, shots))
+    load_epoch = settings.load_epoch or method.checkpoint_epoch or epochs
     common = f"{method.name}/{cfg}_{shots}shots/{build.variant}{build.suffix}"
     hint = _training_hint(method, "xd_train.sh", "xd", root)
     for seed in settings.seeds:
@@ -756,6 +781,7 @@ def plan_xd_test(method_name: str, dataset: str, settings: Settings, root: Path)
                 model_dir,
                 load_epoch,
                 hint,
+                method.model_name,
             )  # fmt: skip
         )
     return plan
@@ -902,18 +928,8 @@ def classify(parts: Sequence[str]) -> tuple[Setting, int | None, bool] | None:
 
     if len(body) >= 5 and body[-5] == "evaluation" and seed is not None:
         trainer, shots_dir, variant, dataset = body[-4:]
-        if (shots := _SHOTS_DIR.fullmatch(shots_dir)) is None:
-            return None
-        setting = Setting(
-            "transfer",
-            trainer,
-            backbone_of(shots.group(1)),
-            variant,
-            int(shots.group(2)),
-            dataset,
-            "all",
-        )
-        return setting, seed, False
+        setting = _shots_setting("transfer", trainer, shots_dir, variant, dataset)
+        return None if setting is None else (setting, seed, False)
 
     if len(body) >= 3 and body[-3] == ZERO_SHOT:
         cfg, dataset = body[-2:]
@@ -921,19 +937,19 @@ def classify(parts: Sequence[str]) -> tuple[Setting, int | None, bool] | None:
 
     if len(body) >= 4 and seed is not None:
         dataset, trainer, shots_dir, variant = body[-4:]
-        if (shots := _SHOTS_DIR.fullmatch(shots_dir)) is None:
-            return None
-        setting = Setting(
-            "fewshot",
-            trainer,
-            backbone_of(shots.group(1)),
-            variant,
-            int(shots.group(2)),
-            dataset,
-            "all",
-        )
-        return setting, seed, True
+        setting = _shots_setting("fewshot", trainer, shots_dir, variant, dataset)
+        return None if setting is None else (setting, seed, True)
     return None
+
+
+def _shots_setting(
+    protocol: str, trainer: str, shots_dir: str, variant: str, dataset: str
+) -> Setting | None:
+    """The setting of a ``<cfg>_<K>shots/<variant>`` layout, or None when it is not one."""
+    if (shots := _SHOTS_DIR.fullmatch(shots_dir)) is None:
+        return None
+    backbone = backbone_of(shots.group(1))
+    return Setting(protocol, trainer, backbone, variant, int(shots.group(2)), dataset, "all")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1047,6 +1063,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProtocolError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to continue", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -66,7 +66,9 @@ DISPLAY_NAMES = {
     "imagenet_r": "ImageNet-R",
     "tinyworld": "TinyWorld",
 }
-TRAINER_ORDER = tuple(METHODS)  # table rows in the order of tools/protocols.py's METHODS
+# Rows of the tables and lines of the plot: tools/protocols.py's METHODS in their order (the
+# paper's), other methods after them, alphabetically.
+TRAINER_ORDER = tuple(METHODS)
 MISSING = "–"
 
 
@@ -214,7 +216,8 @@ def _dataset_order(datasets: Iterable[str]) -> list[str]:
 
 
 def _trainer_rank(trainer: str) -> tuple[int, str]:
-    return (TRAINER_ORDER.index(trainer) if trainer in TRAINER_ORDER else -1, trainer)
+    order = TRAINER_ORDER.index(trainer) if trainer in TRAINER_ORDER else len(TRAINER_ORDER)
+    return (order, trainer)
 
 
 def display(dataset: str) -> str:
@@ -389,13 +392,125 @@ def transfer_tables(stats: dict[Setting, Stat]) -> list[Table]:
     return tables
 
 
+def _comparisons(settings: Iterable[Setting]) -> list[tuple[str, int, list[str], list[tuple]]]:
+    """(backbone, shots, datasets, methods) of each comparison table of one protocol.
+
+    One table per backbone and shot count; its methods are (trainer, variant, shots) in the
+    paper's order, zero-shot CLIP of the backbone (shots 0) among them.
+    """
+    settings = list(settings)
+    comparisons = []
+    for backbone, shots in sorted({(s.backbone, s.shots) for s in settings if s.shots > 0}):
+        here = [s for s in settings if s.backbone == backbone and s.shots in (0, shots)]
+        methods = {
+            (s.trainer, s.variant, s.shots)
+            for s in here
+            if s.shots == shots or s.trainer == ZERO_SHOT
+        }
+        comparisons.append(
+            (
+                backbone,
+                shots,
+                _dataset_order(s.dataset for s in here if s.shots == shots),
+                sorted(methods, key=lambda m: (_trainer_rank(m[0]), m[1])),
+            )
+        )
+    return comparisons
+
+
+def fewshot_comparison_tables(stats: dict[Setting, Stat]) -> list[Table]:
+    """The paper's few-shot comparison: methods × datasets with the average, one table per
+    backbone and shot count; zero-shot CLIP of that backbone is a row of each."""
+    fewshot = {
+        s: stat
+        for s, stat in stats.items()
+        if s.protocol == "fewshot" and s.dataset not in DG_TARGETS
+    }
+    tables = []
+    for backbone, shots, datasets, methods in _comparisons(fewshot):
+        rows = []
+        for trainer, variant, k in methods:
+            cells = [
+                fewshot.get(Setting("fewshot", trainer, backbone, variant, k, dataset, "all"))
+                for dataset in datasets
+            ]
+            rows.append(
+                [method_label(trainer, variant)]
+                + [format_stat(cell) for cell in cells]
+                + [format_average([_mean(cell) for cell in cells])]
+            )
+        tables.append(
+            Table(
+                _slug("fewshot_comparison", backbone, f"{shots}shots"),
+                f"Few-shot accuracy (%), {shots} shot{'s' if shots > 1 else ''}, {backbone}: "
+                f"methods compared",
+                ["Method"] + [display(dataset) for dataset in datasets] + ["Average"],
+                rows,
+            )
+        )
+    return tables
+
+
+def base2new_comparison_tables(stats: dict[Setting, Stat]) -> list[Table]:
+    """The paper's base-to-new comparison, per backbone and shot count: methods × (base, new, H)
+    averaged over the datasets, and methods × datasets of H; zero-shot CLIP is a row of each."""
+    b2n = {s: stat for s, stat in stats.items() if s.protocol == "base2new"}
+    tables = []
+    for backbone, shots, datasets, methods in _comparisons(b2n):
+        average_rows, h_rows = [], []
+        for trainer, variant, k in methods:
+            bases, news, hs = [], [], []
+            for dataset in datasets:
+                base, new = (
+                    _mean(
+                        b2n.get(Setting("base2new", trainer, backbone, variant, k, dataset, split))
+                    )
+                    for split in ("base", "new")
+                )
+                bases.append(base)
+                news.append(new)
+                hs.append(None if base is None or new is None else harmonic_mean(base, new))
+            average_base, average_new = _average(bases), _average(news)
+            average_h = MISSING
+            if average_base is not None and average_new is not None:
+                average_h = f"{harmonic_mean(average_base, average_new):.2f}"
+                if None in bases or None in news:
+                    average_h += " (partial)"
+            label = method_label(trainer, variant)
+            average_rows.append([label, format_average(bases), format_average(news), average_h])
+            h_rows.append(
+                [label] + [MISSING if h is None else f"{h:.2f}" for h in hs] + [average_h]
+            )
+        title = f"{backbone}, {shots} shots: methods compared"
+        tables.append(
+            Table(
+                _slug("base2new_comparison", backbone, f"{shots}shots"),
+                f"Base-to-new accuracy (%), average over {len(datasets)} datasets, {title}",
+                ["Method", "Base", "New", "H"],
+                average_rows,
+            )
+        )
+        tables.append(
+            Table(
+                _slug("base2new_comparison_h", backbone, f"{shots}shots"),
+                f"Base-to-new harmonic mean H (%) per dataset, {title}",
+                ["Method"] + [display(dataset) for dataset in datasets] + ["Average"],
+                h_rows,
+            )
+        )
+    return tables
+
+
 def build_tables(stats: dict[Setting, Stat]) -> list[Table]:
-    """All the paper's tables that the results allow, in the paper's order."""
+    """All the paper's tables that the results allow, in the paper's order: per method, then
+    the methods compared, for each protocol."""
     zeroshot = zeroshot_table(stats)
     return (
         fewshot_tables(stats)
+        + fewshot_comparison_tables(stats)
         + ([zeroshot] if zeroshot else [])
         + base2new_tables(stats)
+        + base2new_comparison_tables(stats)
         + transfer_tables(stats)
     )
 
@@ -466,8 +581,10 @@ def _write_csv(path: Path, headers: Sequence[str], rows: Iterable[Sequence[objec
     return path
 
 
-def plot_fewshot(stats: dict[Setting, Stat], path: Path | str) -> None:
+def plot_fewshot(stats: dict[Setting, Stat], path: Path | str) -> list[str]:
     """Accuracy against shots, one panel per dataset plus their average, a line per method.
+
+    Returns the legend's labels: one per method (and backbone), in the tables' method order.
 
     Zero-shot CLIP is a star at 0 shots with a dashed line across. The average panel covers the
     datasets every plotted method has; a method gets an average point at a shot count only when
@@ -551,3 +668,4 @@ def plot_fewshot(stats: dict[Setting, Stat], path: Path | str) -> None:
     axes.flat[0].legend(list(legend.values()), list(legend.keys()), fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+    return list(legend)

@@ -70,24 +70,36 @@ def slurm_job_id(environ: dict[str, str] | None = None) -> str:
     return env.get("SLURM_JOB_ID", "")
 
 
-def process_start(pid: int) -> str:
-    """The start time of a process in clock ticks since boot ("" where /proc is missing)."""
+def _proc_stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat from field 3 (state) on; [] where there is none."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name in (...) may hold spaces
+        return []
+    return stat.rsplit(")", 1)[1].split()  # the name in (...) may hold spaces
+
+
+def process_start(pid: int) -> str:
+    """The start time of a process in clock ticks since boot ("" where /proc is missing)."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields else ""  # field 22
 
 
 def process_alive(pid: int, start: str) -> bool:
-    """True when the process ``pid`` exists and is the one that started at ``start``."""
+    """True when the process ``pid`` runs and is the one that started at ``start``.
+
+    A zombie (ended, not yet reaped by its parent) is not alive.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass  # exists, owned by someone else
-    return not start or process_start(pid) in (start, "")
+    fields = _proc_stat(pid)
+    if fields and fields[0] in ("Z", "X"):
+        return False
+    return not start or not fields or fields[19] == start
 
 
 def slurm_job_running(job: str) -> bool | None:

@@ -52,13 +52,27 @@ TEMPLATES: dict[str, str] = {
     "TinyWorld": "a photo of a {}.",  # the project's procedural world (datasets/tinyworld.py)
 }
 DEFAULT_TEMPLATE = "a photo of a {}."
+# KgCoOp's hand-crafted prompts, its teacher (official code, trainers/kgcoop.py CUSTOM_TEMPLATES:
+# CoOp's zero-shot templates, with "a photo of a {}, a type of texture." for DTD): the class name
+# first where ProGrad's put it last.
+KGCOOP_TEMPLATES: dict[str, str] = {
+    **TEMPLATES,
+    "OxfordPets": "a photo of a {}, a type of pet.",
+    "OxfordFlowers": "a photo of a {}, a type of flower.",
+    "FGVCAircraft": "a photo of a {}, a type of aircraft.",
+    "DescribableTextures": "a photo of a {}, a type of texture.",
+    "Food101": "a photo of {}, a type of food.",
+}
 
 _tokenizer = SimpleTokenizer()
 
 
-def template_for(dataset_name: str) -> str:
-    """The hand-crafted template of a dataset ("a photo of a {}." for datasets we do not know)."""
-    return TEMPLATES.get(dataset_name, DEFAULT_TEMPLATE)
+def template_for(dataset_name: str, templates: dict[str, str] = TEMPLATES) -> str:
+    """The hand-crafted template of a dataset ("a photo of a {}." for datasets we do not know).
+
+    `templates`: TEMPLATES (ProGrad's, the default) or KGCOOP_TEMPLATES.
+    """
+    return templates.get(dataset_name, DEFAULT_TEMPLATE)
 
 
 def template_context_words(template: str) -> str:
@@ -97,6 +111,11 @@ def resolve_clip_file(
     """
     if path:
         file = Path(path).expanduser()
+        if file.is_dir():
+            raise ValueError(
+                f"MODEL.BACKBONE.PATH points to {file}, which is a folder; give the path of an "
+                f"OpenAI CLIP checkpoint file (e.g. {file / 'RN50.pt'})."
+            )
         if not file.is_file():
             raise FileNotFoundError(
                 f"MODEL.BACKBONE.PATH points to {file}, which does not exist. Give the path of an "
@@ -116,8 +135,9 @@ def resolve_clip_file(
     try:
         return Path(openai_clip._download(url, str(root)))
     except (urllib.error.URLError, OSError, RuntimeError) as error:
+        state = "is damaged (its SHA256 is not OpenAI's)" if cached.exists() else "is not there"
         raise FileNotFoundError(
-            f'Could not get the weights of CLIP "{backbone_name}": {cached} is not there and the '
+            f'Could not get the weights of CLIP "{backbone_name}": {cached} {state} and the '
             f"download from {url} failed ({error}). On a machine with internet, download that "
             f"file and copy it to {cached} (or set CLIP_CACHE), or pass it directly with "
             f"MODEL.BACKBONE.PATH /path/to/{os.path.basename(url)}."
@@ -140,21 +160,46 @@ def load_clip(backbone_name: str, path: str = "", download_root: Path | None = N
     the architecture is inferred from the tensor shapes by OpenAI's `build_model`.
     """
     file = resolve_clip_file(backbone_name, path, download_root)
+    state_dict = read_clip_weights(file)
+    if isinstance(state_dict, dict) and "state_dict" in state_dict:
+        state_dict = state_dict["state_dict"]
+    if not isinstance(state_dict, dict):
+        raise ValueError(
+            f"{file} holds a {type(state_dict).__name__}, not CLIP's weights. Give a CLIP .pt "
+            f"archive or a state dict with OpenAI's parameter names."
+        )
+    try:
+        return build_model(dict(state_dict))
+    except (KeyError, AssertionError, RuntimeError, IndexError, TypeError, ValueError) as error:
+        prompt = " (it holds a learned prompt, for --model-dir)" if "ctx" in state_dict else ""
+        raise ValueError(
+            f"{file} is not an OpenAI CLIP checkpoint{prompt} (build_model failed: {error!r}). "
+            f"Give a CLIP .pt archive or a state dict with OpenAI's parameter names."
+        ) from error
+
+
+def read_clip_weights(file: Path) -> object:
+    """What a CLIP checkpoint file holds: OpenAI's JIT archive, or a file written by torch.save.
+
+    A file that is neither (damaged, cut short, another kind of file) raises a ValueError naming
+    it and saying how to get a good copy.
+    """
     try:
         with warnings.catch_warnings():  # torch deprecates jit.load; OpenAI ships JIT archives
             warnings.simplefilter("ignore", FutureWarning)
-            state_dict = torch.jit.load(str(file), map_location="cpu").eval().state_dict()
+            return torch.jit.load(str(file), map_location="cpu").eval().state_dict()
     except RuntimeError:
-        state_dict = torch.load(uncompressed(file), map_location="cpu", weights_only=True)
-    if isinstance(state_dict, dict) and "state_dict" in state_dict:
-        state_dict = state_dict["state_dict"]
+        pass
     try:
-        return build_model(dict(state_dict))
-    except (KeyError, AssertionError, RuntimeError) as error:
+        return torch.load(uncompressed(file), map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling a damaged or foreign file raises about anything
         raise ValueError(
-            f"{file} is not an OpenAI CLIP checkpoint (build_model failed: {error!r}). Give a CLIP "
-            f".pt archive or a state dict with OpenAI's parameter names."
-        ) from error
+            f"{file} cannot be read as a CLIP checkpoint: it is neither a TorchScript archive "
+            f"(OpenAI's .pt) nor a state dict saved with torch.save ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}). It may be damaged, e.g. by an "
+            f"interrupted download or copy: get the file again (delete a damaged copy in "
+            f"{default_clip_cache()} to have it downloaded again)."
+        ) from None
 
 
 def eot_positions(tokenized_prompts: torch.Tensor) -> torch.Tensor:
@@ -173,6 +218,11 @@ class TextEncoder(nn.Module):
       the class name, the whole [SOS][ctx_1..ctx_M] block) see only each other, so their hidden
       states are the same for every class: they are computed once (P positions), and each class
       runs over its own positions only, attending to the shared keys and values.
+
+    With one prefix per image (CoCoOp's [SOS][ctx + π(image)], shape (B, P, D_t)), each image's
+    prefix is computed once and each (image, class) pair runs over the class's own positions only;
+    until the first attention those rows do not depend on the image, so the first layer's
+    projections of them are computed once for all images.
     """
 
     def __init__(self, clip_model: CLIP):
@@ -195,10 +245,11 @@ class TextEncoder(nn.Module):
                 `shared_prefix`, (C, 77 - P, D_t): the positions after the shared ones.
             tokenized_prompts: (C, 77) token ids, used to find each end-of-text position.
             shared_prefix: (P, D_t) embeddings of the first P positions, the same for every
-                class (`PromptLearner.split()`); None shares position 0 (the SOS token).
+                class (`PromptLearner.split()`); or (B, P, D_t), one such prefix per image
+                (`CoCoOpPromptLearner.split()`); None shares position 0 (the SOS token).
 
         Returns:
-            (C, D) unnormalised text features.
+            (C, D) unnormalised text features; (B, C, D) with a prefix per image.
         """
         if shared_prefix is None:
             if not torch.equal(prompts[:, 0], prompts[:1, 0].expand(prompts.shape[0], -1)):
@@ -208,7 +259,7 @@ class TextEncoder(nn.Module):
                 )
             shared_prefix, prompts = prompts[0, :1], prompts[:, 1:]
         eot = eot_positions(tokenized_prompts).to(prompts.device)
-        n_shared = shared_prefix.shape[0]
+        n_shared = shared_prefix.shape[-2]
         if int(eot.min()) < n_shared:
             raise ValueError(
                 f"the {n_shared} shared prompt positions include an end-of-text token; share "
@@ -216,7 +267,8 @@ class TextEncoder(nn.Module):
             )
         dtype = self.text_projection.dtype
         position = self.positional_embedding.type(dtype)
-        prefix = shared_prefix.type(dtype) + position[:n_shared]  # (P, D_t)
+        prefix = shared_prefix.type(dtype) + position[:n_shared]  # ([B,] P, D_t)
+        batch = prefix.shape[:-2]  # () or (B,)
         packing = pack_by_length((eot - n_shared + 1).tolist())
         groups = packing.groups
         x = torch.cat(
@@ -226,27 +278,31 @@ class TextEncoder(nn.Module):
                 ).flatten(0, 1)
                 for length, members in groups
             ]
-        )  # (N, D_t)
+        )  # (N, D_t); ([B,] N, D_t) after the first attention
         last = len(self.resblocks) - 1
         for index, block in enumerate(self.resblocks):
             attention = block.attn
             q_prefix, k_prefix, v_prefix = split_heads(
                 F.linear(block.ln_1(prefix), attention.in_proj_weight, attention.in_proj_bias),
                 attention.num_heads,
-            )  # 3 x (H, P, d)
+            )  # 3 x (H, [B,] P, d)
             qkv = F.linear(block.ln_1(x), attention.in_proj_weight, attention.in_proj_bias)
+            if qkv.dim() < prefix.dim():  # per-image prefixes, first layer: the same for all
+                qkv = qkv.expand(*batch, -1, -1)
             attended = []
             # split, not slicing: its backward concatenates instead of zero-filling per group
-            for (length, members), group_qkv in zip(groups, qkv.split(packing.sizes), strict=True):
+            for (length, members), group_qkv in zip(
+                groups, qkv.split(packing.sizes, dim=-2), strict=True
+            ):
                 q, k, v = split_heads(
-                    group_qkv.view(len(members), length, -1), attention.num_heads
-                )  # 3 x (H, C_g, S_g, d)
+                    group_qkv.view(*batch, len(members), length, -1), attention.num_heads
+                )  # 3 x (H, [B,] C_g, S_g, d)
                 if index == last:  # only the end-of-text rows feed the features
-                    q = q[:, :, -1:]
+                    q = q[..., -1:, :]
                 attended.append(attend_after_prefix(q, k, v, k_prefix, v_prefix))
             if index == last:
-                x = x[packing.ends]  # (C, D_t), in group order
-            x = x + attention.out_proj(torch.cat(attended))
+                x = x[..., packing.ends, :]  # ([B,] C, D_t), in group order
+            x = x + attention.out_proj(torch.cat(attended, dim=-2))
             x = x + quick_gelu_mlp(block.mlp, block.ln_2(x))
             if index < last:
                 out_prefix = F.scaled_dot_product_attention(
@@ -254,7 +310,7 @@ class TextEncoder(nn.Module):
                 )
                 prefix = prefix + attention.out_proj(merge_heads(out_prefix))
                 prefix = prefix + quick_gelu_mlp(block.mlp, block.ln_2(prefix))
-        x = x[torch.argsort(torch.tensor(packing.order, device=x.device))]  # back to class order
+        x = x[..., torch.argsort(torch.tensor(packing.order, device=x.device)), :]  # class order
         return self.ln_final(x).type(dtype) @ self.text_projection
 
 
@@ -317,31 +373,34 @@ def attend_after_prefix(
     """Causal attention of each class's positions over [shared prefix; its own positions].
 
     Args:
-        q: (H, C, Q, d) queries of the last Q of each class's S positions.
-        k, v: (H, C, S, d) keys and values of each class's positions.
-        k_prefix, v_prefix: (H, P, d) keys and values of the shared positions (seen by all).
+        q: (H, [B,] C, Q, d) queries of the last Q of each class's S positions.
+        k, v: (H, [B,] C, S, d) keys and values of each class's positions.
+        k_prefix, v_prefix: (H, [B,] P, d) keys and values of the shared positions (seen by all
+            classes; with the optional batch dimension B, one prefix per image).
 
     Returns:
-        (C * Q, H d) attention outputs, before the output projection.
+        ([B,] C * Q, H d) attention outputs, before the output projection.
     """
-    heads, n_cls, n_queries, head_width = q.shape
-    n_shared, length = k_prefix.shape[1], k.shape[2]
+    heads, *batch, n_cls, n_queries, head_width = q.shape
+    n_shared, length = k_prefix.shape[-2], k.shape[-2]
     q = q * head_width**-0.5
     # Scores against the shared keys as one (H, C*Q, d) x (H, d, P) product: no per-class copies.
-    scores_shared = q.reshape(heads, n_cls * n_queries, head_width) @ k_prefix.transpose(1, 2)
-    scores_own = q @ k.transpose(-1, -2)  # (H, C, Q, S)
+    flat_q = q.reshape(heads, *batch, n_cls * n_queries, head_width)
+    scores_shared = flat_q @ k_prefix.transpose(-1, -2)  # (H, [B,] C*Q, P)
+    scores_own = q @ k.transpose(-1, -2)  # (H, [B,] C, Q, S)
     # Query i (of the last Q) sits at position S - Q + i and must not see later positions.
     future = torch.ones(n_queries, length, dtype=torch.bool, device=q.device).triu(
         length - n_queries + 1
     )
     scores_own = scores_own.masked_fill(future, float("-inf"))
-    scores = torch.cat([scores_shared.view(heads, n_cls, n_queries, n_shared), scores_own], -1)
+    scores_shared = scores_shared.view(heads, *batch, n_cls, n_queries, n_shared)
+    scores = torch.cat([scores_shared, scores_own], -1)
     probs_shared, probs_own = (
         scores.float().softmax(dim=-1).type_as(v).split([n_shared, length], dim=-1)
     )
-    shared_part = probs_shared.reshape(heads, n_cls * n_queries, n_shared) @ v_prefix
-    out = shared_part.view(heads, n_cls, n_queries, head_width) + probs_own @ v
-    return merge_heads(out).reshape(n_cls * n_queries, heads * head_width)
+    shared_part = probs_shared.reshape(heads, *batch, n_cls * n_queries, n_shared) @ v_prefix
+    out = shared_part.view(heads, *batch, n_cls, n_queries, head_width) + probs_own @ v
+    return merge_heads(out).reshape(*batch, n_cls * n_queries, heads * head_width)
 
 
 @torch.no_grad()
@@ -529,12 +588,22 @@ class CustomCLIP(nn.Module):
         return features / features.norm(dim=-1, keepdim=True)
 
     def forward(
-        self, image: torch.Tensor, return_teacher: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Student logits (B, C); with `return_teacher`, also the teacher's logits (B, C)."""
+        self, image: torch.Tensor, return_teacher: bool = False, return_text_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Student logits (B, C); with `return_teacher`, also the teacher's logits (B, C).
+
+        With `return_text_features` (KgCoOp): (logits, the learned prompts' text features (C, D),
+        the teacher's text features (C, D)), both L2-normalised. Returned from forward, not read
+        from attributes, so that they also come back under nn.DataParallel.
+        """
         image_features = self.encode_image(image)
         logit_scale = self.logit_scale.exp()
-        student = logit_scale * image_features @ self.text_features().t()
+        text_features = self.text_features()
+        student = logit_scale * image_features @ text_features.t()
+        if return_text_features:
+            if self.teacher_text_features is None:
+                raise ValueError("this CustomCLIP was built without teacher text features")
+            return student, text_features, self.teacher_text_features
         if not return_teacher:
             return student
         if self.teacher_text_features is None:

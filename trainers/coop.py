@@ -19,9 +19,11 @@ from .clip_prompt import (
 from .dassl_compat import (
     CheckpointMixin,
     build_lr_scheduler,
+    checkpoint_state_dict,
     load_checkpoint,
     load_state_checked,
 )
+from .data_loading import DataLoadingMixin
 from .precision import Precision
 from .steps import coop_gradients
 
@@ -83,25 +85,28 @@ def load_clip_for(cfg, precision: Precision):
 
 
 @TRAINER_REGISTRY.register()
-class CoOp(CheckpointMixin, TrainerX):
+class CoOp(CheckpointMixin, DataLoadingMixin, TrainerX):
     """Context Optimization: learn the prompt's context with cross-entropy on few-shot labels."""
 
     def check_cfg(self, cfg) -> None:
         check_prompt_cfg(cfg)
 
+    def prompt_context(self, cfg) -> tuple[int, str | None]:
+        """(n_ctx, init_words) of the learned context; see `context_init`."""
+        return context_init(cfg)
+
     def teacher_text_features(self, clip_model, classnames: list[str]) -> torch.Tensor | None:
         """Text features of a frozen teacher prompt; CoOp has none."""
         return None
 
-    def build_model(self) -> None:
-        cfg = self.cfg
-        classnames = self.dm.dataset.classnames
-        self.precision = Precision(cfg.TRAINER.COOP.PREC, self.device)
-        # On the training device from the start: the teacher's text features of 1000 classes are
-        # then computed there too.
-        clip_model = load_clip_for(cfg, self.precision).to(self.device)
+    def precision_mode(self) -> str:
+        """The PREC value of this trainer's config block."""
+        return self.cfg.TRAINER.COOP.PREC
 
-        n_ctx, init_words = context_init(cfg)
+    def build_custom_clip(self, clip_model, classnames: list[str]) -> CustomCLIP:
+        """CLIP + this trainer's prompt learner (+ the teacher's text features, if any)."""
+        cfg = self.cfg
+        n_ctx, init_words = self.prompt_context(cfg)
         prompt_learner = PromptLearner(
             clip_model,
             classnames,
@@ -111,11 +116,23 @@ class CoOp(CheckpointMixin, TrainerX):
             class_token_position=cfg.TRAINER.COOP.CLASS_TOKEN_POSITION,
         )
         teacher = self.teacher_text_features(clip_model, classnames)
-        self.model = CustomCLIP(clip_model, prompt_learner, teacher)
+        return CustomCLIP(clip_model, prompt_learner, teacher)
+
+    def build_model(self) -> None:
+        cfg = self.cfg
+        classnames = self.dm.dataset.classnames
+        self.precision = Precision(self.precision_mode(), self.device)
+        # On the training device from the start: the teacher's text features of 1000 classes are
+        # then computed there too.
+        clip_model = load_clip_for(cfg, self.precision).to(self.device)
+
+        self.model = self.build_custom_clip(clip_model, classnames)
+        prompt_learner = self.model.prompt_learner
         for name, param in self.model.named_parameters():
             param.requires_grad_(name.startswith("prompt_learner."))
         if cfg.MODEL.INIT_WEIGHTS:
-            state = load_checkpoint(cfg.MODEL.INIT_WEIGHTS)["state_dict"]
+            path = cfg.MODEL.INIT_WEIGHTS
+            state = checkpoint_state_dict(load_checkpoint(path), path)
             load_state_checked(prompt_learner, state, cfg.MODEL.INIT_WEIGHTS)
         self.model.to(self.device)
 

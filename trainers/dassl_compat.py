@@ -21,6 +21,7 @@ Covered upstream code, each fixed here and nowhere else:
 
 from __future__ import annotations
 
+import os
 import os.path as osp
 import pickle
 
@@ -115,17 +116,54 @@ def load_checkpoint(path: str) -> dict:
 
     Tensors-only checkpoints load with torch's safe loader; checkpoints written by upstream Dassl
     pickle their scheduler, so those fall back to full unpickling, which is only safe for files you
-    trust (your own runs, or released checkpoints).
+    trust (your own runs, or released checkpoints). A missing, damaged or foreign file raises an
+    error naming it (and, when missing, the checkpoints that are there).
     """
+    if osp.isdir(path):
+        raise ValueError(f"{path} is a folder, where a checkpoint file is expected.")
     if not osp.isfile(path):
+        folder = osp.dirname(path)
+        found = (
+            sorted(f for f in os.listdir(folder) if f.startswith("model"))
+            if osp.isdir(folder)
+            else []
+        )
+        there = f" Checkpoints in {folder}: {', '.join(found)}." if found else ""
         raise FileNotFoundError(
             f"No checkpoint at {path}. Check --model-dir/--load-epoch (files are named "
-            f"<model-dir>/prompt_learner/model.pth.tar-<epoch>, or model-best.pth.tar)."
+            f"<model-dir>/prompt_learner/model.pth.tar-<epoch>, or model-best.pth.tar).{there}"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # unpickling a damaged or foreign file raises about anything
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        raise ValueError(
+            f"{path} cannot be read as a checkpoint ({type(error).__name__}: {first_line}): it is "
+            f"damaged (e.g. a run stopped while writing it, or a copy cut short) or not a "
+            f"checkpoint. Copy it again from where it was trained, or use another epoch's file."
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise not_a_checkpoint(path, type(checkpoint).__name__)
+    return checkpoint
+
+
+def not_a_checkpoint(path: str, held: object) -> ValueError:
+    """The error for a file that loads but is not a Dassl checkpoint."""
+    return ValueError(
+        f"{path} is not a Dassl checkpoint: it has no 'state_dict' (it holds {held}). Give a "
+        f"checkpoint written by a CoOp/ProGrad run (prompt_learner/model.pth.tar-<epoch>)."
+    )
+
+
+def checkpoint_state_dict(checkpoint: dict, path: str) -> dict:
+    """The weights of a checkpoint read by :func:`load_checkpoint`, or a clear error."""
+    state_dict = checkpoint.get("state_dict")
+    if not isinstance(state_dict, dict):
+        raise not_a_checkpoint(path, list(checkpoint)[:6])
+    return state_dict
 
 
 def without_token_buffers(state_dict: dict) -> dict:
@@ -143,14 +181,17 @@ def load_state_checked(model: torch.nn.Module, state_dict: dict, path: str) -> N
             raise ValueError(
                 f"{path}: '{key}' has shape {tuple(value.shape)} but this model expects "
                 f"{tuple(expected[key].shape)}. The checkpoint was trained with other "
-                f"TRAINER.COOP.N_CTX / TRAINER.COOP.CSC settings or another backbone; use "
-                f"the same ones to evaluate it."
+                f"N_CTX / CTX_INIT / CSC settings (TRAINER.COOP or TRAINER.COCOOP) or another "
+                f"backbone; use the same ones to evaluate it."
             )
     missing = [k for k in expected if k not in state_dict and k not in IGNORED_CHECKPOINT_KEYS]
     if missing:
         raise ValueError(
             f"{path} lacks {missing}; it is not a checkpoint of a {type(model).__name__}."
         )
+    unused = sorted(k for k in state_dict if k not in expected)
+    if unused:  # e.g. a CoCoOp meta-net given to CoOp: say so rather than drop it silently
+        print(f"Note: {path} also holds {unused}, which a {type(model).__name__} does not use")
     model.load_state_dict(state_dict, strict=False)
 
 
@@ -168,15 +209,30 @@ class CheckpointMixin:
             checkpoint = load_checkpoint(path)
             val_result = checkpoint.get("val_result")
             shown = "" if val_result is None else f", val_result={val_result:.1f}"
-            print(f'Loading weights to {name} from "{path}" (epoch={checkpoint["epoch"]}{shown})')
-            load_state_checked(self._models[name], checkpoint["state_dict"], path)
+            epoch_shown = checkpoint.get("epoch", "?")
+            print(f'Loading weights to {name} from "{path}" (epoch={epoch_shown}{shown})')
+            load_state_checked(self._models[name], checkpoint_state_dict(checkpoint, path), path)
 
     def resume_model_if_exist(self, directory: str) -> int:
         """Continue from the newest of our per-epoch resume state and Dassl's last checkpoint.
 
+        A state that cannot be resumed from (damaged, foreign, or from other settings) raises an
+        error saying how to restart the run from scratch while keeping its logs.
+
         Returns:
             the epoch to start from (0: train from scratch).
         """
+        try:
+            return self.resume_from(directory)
+        except Exception as error:  # whatever fails, the run cannot continue from these files
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ValueError(
+                f"Cannot resume the run in {directory}: {message}. "
+                f"{restart_instructions(directory, self.get_model_names())}"
+            ) from error
+
+    def resume_from(self, directory: str) -> int:
+        """The body of :meth:`resume_model_if_exist`, without the error translation."""
         names = self.get_model_names()
         resume = load_resume_state(directory)
         dassl_epoch, checkpoints = 0, {}
@@ -204,7 +260,7 @@ class CheckpointMixin:
 
     def restore_training_state(self, name: str, checkpoint: dict, path: str) -> None:
         """Weights, optimizer and scheduler of one registered model from a checkpoint dict."""
-        load_state_checked(self._models[name], checkpoint["state_dict"], path)
+        load_state_checked(self._models[name], checkpoint_state_dict(checkpoint, path), path)
         if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
             self._optims[name].load_state_dict(checkpoint["optimizer"])
         if self._scheds[name] is not None and checkpoint.get("scheduler") is not None:
@@ -234,3 +290,24 @@ class CheckpointMixin:
             "rng": rng_state(),
         }
         save_resume_state(self.output_dir, state)
+
+
+def restart_instructions(directory: str, model_names: list[str]) -> str:
+    """How to restart a run from scratch: move its saved state aside; its logs stay.
+
+    Args:
+        directory: the run's output folder.
+        model_names: the registered models, whose folders hold Dassl's checkpoints.
+    """
+    state = [
+        osp.join(directory, name)
+        for name in (str(RESUME_FILE.parent), *model_names, "tensorboard")
+        if osp.exists(osp.join(directory, name))
+    ]
+    aside = osp.join(directory, "before-restart")
+    moves = " ".join(f"'{path}'" for path in state)
+    return (
+        f"To restart this run from scratch and keep its logs, move its saved state aside: "
+        f"mkdir '{aside}' && mv {moves} '{aside}/' and run the same command again (log.txt and "
+        f"the older logs stay where they are; the new run writes its log beside them)."
+    )

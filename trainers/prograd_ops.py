@@ -9,10 +9,13 @@ Paper: Zhu et al., "Prompt-aligned Gradient for Prompt Tuning", ICCV 2023, Eq. (
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from .precision import flatten, unflatten
 
 
 def cross_entropy_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -103,10 +106,86 @@ def project_conflicting_gradient(
     return Projection(g_ce - removed, True, cosine, torch.linalg.vector_norm(removed).item())
 
 
+# LOSS.PROJECTION: how ProGrad's rule treats a prompt learner with several parameter tensors.
+PROJECTIONS = ("per_tensor", "whole")
+
+
+class ParameterProjection(NamedTuple):
+    """Result of :func:`project_parameter_gradients`: ProGrad's update of a prompt learner.
+
+    gradients: the update of each parameter tensor, fp32, shaped as the parameter.
+    conflicted: whether the projection was applied (to any tensor, per tensor).
+    cosine: cos(g_ce, g_kl) of the whole gradient vectors; 0 when either norm is 0.
+    removed_norm: |g_ce − g| over all parameters, the norm the projection took away.
+    """
+
+    gradients: list[torch.Tensor]
+    conflicted: bool
+    cosine: float
+    removed_norm: float
+
+
+def project_parameter_gradients(
+    ce_gradients: Sequence[torch.Tensor],
+    kl_gradients: Sequence[torch.Tensor],
+    lambda_: float,
+    per_tensor: bool = True,
+) -> ParameterProjection:
+    """ProGrad's rule over all the trainable tensors of a prompt learner.
+
+    per_tensor=True (the official code, `prograd_backward_and_update` of its Dassl fork): each
+    tensor p is projected on its own, g_p = g_ce,p − λ · (g_ce,p·g_kl,p / |g_kl,p|²) · g_kl,p where
+    g_ce,p·g_kl,p < 0. With λ = 1 no tensor's update conflicts with its part of g_kl, so the whole
+    update does not conflict either (a sum of non-negative dot products).
+    per_tensor=False: the tensors form one vector, projected as one (the paper's formula applied
+    to that vector): the least change that ends orthogonal to the whole g_kl (λ = 1).
+    With one tensor (CoOp's context) the two are the same computation.
+
+    Args:
+        ce_gradients: gradient of the domain loss (cross-entropy) for each tensor.
+        kl_gradients: gradient of the general loss (KL to zero-shot CLIP), same shapes.
+        lambda_: projection strength λ in [0, 1].
+        per_tensor: project each tensor on its own (True) or the whole vector (False).
+    """
+    if len(ce_gradients) != len(kl_gradients):
+        raise ValueError(
+            f"got {len(ce_gradients)} g_ce tensors and {len(kl_gradients)} g_kl tensors; give "
+            f"one of each per parameter"
+        )
+    if not per_tensor:
+        whole = project_conflicting_gradient(flatten(ce_gradients), flatten(kl_gradients), lambda_)
+        gradients = unflatten(whole.gradient, ce_gradients)
+        return ParameterProjection(gradients, whole.conflicted, whole.cosine, whole.removed_norm)
+    projections = [
+        project_conflicting_gradient(g_ce, g_kl, lambda_)
+        for g_ce, g_kl in zip(ce_gradients, kl_gradients, strict=True)
+    ]
+    if len(projections) == 1:
+        (only,) = projections
+        return ParameterProjection([only.gradient], only.conflicted, only.cosine, only.removed_norm)
+    dot = sum(_dot(g_ce, g_kl) for g_ce, g_kl in zip(ce_gradients, kl_gradients, strict=True))
+    norms = math.sqrt(sum(_dot(g, g) for g in ce_gradients) * sum(_dot(g, g) for g in kl_gradients))
+    if not (math.isfinite(dot) and math.isfinite(norms)):
+        cosine = float("nan")  # a step that will be skipped
+    else:
+        cosine = dot / norms if norms > 0 else 0.0
+    removed = math.sqrt(sum(p.removed_norm**2 for p in projections))
+    return ParameterProjection(
+        [p.gradient for p in projections],
+        any(p.conflicted for p in projections),
+        cosine,
+        removed,
+    )
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    return torch.dot(a.float().flatten(), b.float().flatten()).item()
+
+
 class GradientDiagnostics:
     """Running statistics of the projections of an epoch: whether λ matters on a dataset.
 
-    conflict_share: fraction of steps with g_ce·g_kl < 0.
+    conflict_share: fraction of steps with g_ce·g_kl < 0 (in some tensor, projecting per tensor).
     mean_cosine: mean cos(g_ce, g_kl).
     mean_removed_norm: mean |g_ce − g| (0 on steps without conflict).
     """

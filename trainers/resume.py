@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 RESUME_FILE = Path("resume") / "state.pth"
+STATE_KEYS = ("epoch", "models", "rng")  # what save_resume_state's state always holds
 
 
 def rng_state() -> dict:
@@ -59,4 +60,12 @@ def load_resume_state(output_dir: str) -> dict | None:
     path = Path(output_dir) / RESUME_FILE
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling a damaged or foreign file raises about anything
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        raise ValueError(f"{path} is damaged ({type(error).__name__}: {first_line})") from error
+    missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ValueError(f"{path} is not a resume state (it lacks {', '.join(missing)})")
+    return state

@@ -7,11 +7,12 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 
 from .clip_prompt import template_for, zero_shot_text_features
 from .coop import check_prompt_cfg, load_clip_for
+from .data_loading import DataLoadingMixin
 from .precision import Precision
 
 
 @TRAINER_REGISTRY.register()
-class ZeroshotCLIP(TrainerX):
+class ZeroshotCLIP(DataLoadingMixin, TrainerX):
     """CLIP's zero-shot classifier; run with --eval-only (there is nothing to train)."""
 
     def check_cfg(self, cfg) -> None:

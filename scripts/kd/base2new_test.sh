@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Base-to-new generalisation for KD, step 2: evaluate the base2new_train.sh models on the base
+# and the new classes of DATASET (--eval-only, checkpoint of the last epoch).
+#
+# Usage (from the repository root):
+#   DATA=/path/to/datasets bash scripts/kd/base2new_test.sh DATASET
+# Env: the same as base2new_train.sh (they locate the model), plus
+#   SUBS "base new" (which class halves to evaluate), LOADEP = the training epochs
+# Output: $OUTPUT/base2new/test_{base,new}/DATASET/shots_4/KD/rn50_ep100/seedS
+
+# Shared protocol logic and the settings it reads: scripts/common.sh
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+usage_unless 1 $# "bash $0 DATASET, e.g. bash $0 caltech101"
+run_base2new_test KD "$@"

@@ -1,0 +1,95 @@
+"""CoCoOp (Zhou et al., CVPR 2022) as a Dassl trainer: CoOp's context, shifted for each image by a
+meta-net. cfg in (TRAINER.COCOOP.*), plain values down to cocoop_prompt; the step is CoOp's."""
+
+from __future__ import annotations
+
+from dassl.engine import TRAINER_REGISTRY
+
+from .clip_prompt import count_tokens
+from .cocoop_prompt import CoCoOpCLIP, CoCoOpPromptLearner
+from .coop import CoOp
+from .precision import PRECISIONS
+
+CONTEXT_LENGTH = 77  # CLIP's text positions: [SOS] context class-name "." [EOS] must fit
+
+
+def check_cocoop_cfg(cfg) -> None:
+    """Reject bad TRAINER.COCOOP values before anything is built."""
+    cocoop = cfg.TRAINER.COCOOP
+    if cocoop.PREC not in PRECISIONS:
+        raise ValueError(
+            f'TRAINER.COCOOP.PREC is "{cocoop.PREC}"; use one of {", ".join(PRECISIONS)} '
+            f"(fp16: CLIP's own half precision, as CoCoOp's configs; fp32 on a CPU)"
+        )
+    n_ctx = cocoop.N_CTX
+    if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
+        raise ValueError(
+            f"TRAINER.COCOOP.N_CTX is {n_ctx!r}; use an integer >= 1 (CoCoOp's configs use 4, "
+            f"8 or 16)"
+        )
+    words = cocoop.CTX_INIT
+    if words is not None and words is not False and not isinstance(words, str):
+        raise ValueError(
+            f"TRAINER.COCOOP.CTX_INIT is {words!r}; give the words that initialise the context "
+            f"(e.g. 'a photo of a' or a_photo_of_a), or '' for N_CTX random vectors"
+        )
+    if isinstance(words, str) and words.strip() and count_tokens(words.replace("_", " ")) == 0:
+        raise ValueError(
+            f"TRAINER.COCOOP.CTX_INIT is {words!r}, which has no tokens; give words such as "
+            f"'a photo of a', or '' for N_CTX random vectors"
+        )
+
+
+def cocoop_context_init(cfg) -> tuple[int, str | None]:
+    """(n_ctx, init_words) from TRAINER.COCOOP.N_CTX and CTX_INIT.
+
+    CTX_INIT words: the context is exactly those words (N_CTX is ignored), as in CoCoOp; the
+    context has one vector per BPE token, which is one per word for CoCoOp's "a photo of a".
+    CTX_INIT "" / None / False: N_CTX random vectors.
+    """
+    words = cfg.TRAINER.COCOOP.CTX_INIT
+    if isinstance(words, str) and words.strip():
+        words = " ".join(words.replace("_", " ").split())
+        return count_tokens(words), words
+    return cfg.TRAINER.COCOOP.N_CTX, None
+
+
+def check_prompt_length(n_ctx: int, classnames: list[str], key: str) -> None:
+    """[SOS] + n_ctx context vectors + the longest class name + "." + [EOS] must fit in 77."""
+    longest = max(classnames, key=lambda name: count_tokens(name.replace("_", " ")))
+    needed = 1 + n_ctx + count_tokens(longest.replace("_", " ")) + 1 + 1
+    if needed > CONTEXT_LENGTH:
+        raise ValueError(
+            f'{key} gives {n_ctx} context vectors, too many for the class "{longest}": its '
+            f"prompt needs {needed} of CLIP's {CONTEXT_LENGTH} text positions; use at most "
+            f"{n_ctx - (needed - CONTEXT_LENGTH)} context vectors"
+        )
+
+
+@TRAINER_REGISTRY.register()
+class CoCoOp(CoOp):
+    """Conditional Context Optimization: CoOp's context + π(image), π a small meta-net; both are
+    learned with cross-entropy on the few-shot labels (CoOp's step, CoCoOp's model)."""
+
+    def check_cfg(self, cfg) -> None:
+        check_cocoop_cfg(cfg)
+
+    def precision_mode(self) -> str:
+        return self.cfg.TRAINER.COCOOP.PREC
+
+    def build_model(self) -> None:
+        n_ctx, init_words = cocoop_context_init(self.cfg)
+        key = "TRAINER.COCOOP.CTX_INIT" if init_words else "TRAINER.COCOOP.N_CTX"
+        check_prompt_length(n_ctx, self.dm.dataset.classnames, key)  # before CLIP is loaded
+        super().build_model()
+
+    def build_custom_clip(self, clip_model, classnames: list[str]) -> CoCoOpCLIP:
+        n_ctx, init_words = cocoop_context_init(self.cfg)
+        if init_words and n_ctx != self.cfg.TRAINER.COCOOP.N_CTX:
+            print(
+                f"Note: TRAINER.COCOOP.N_CTX {self.cfg.TRAINER.COCOOP.N_CTX} is not used: the "
+                f'context is the {n_ctx} tokens of TRAINER.COCOOP.CTX_INIT "{init_words}"'
+            )
+        prompt_learner = CoCoOpPromptLearner(clip_model, classnames, n_ctx, init_words)
+        teacher = self.teacher_text_features(clip_model, classnames)
+        return CoCoOpCLIP(clip_model, prompt_learner, teacher)

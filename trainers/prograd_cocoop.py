@@ -1,0 +1,19 @@
+"""ProGrad on CoCoOp's prompt learner: CoCoOp's model, ProGrad's update over all its trainable
+parameters (the context and the meta-net), with ProGrad's LOSS.* keys."""
+
+from __future__ import annotations
+
+from dassl.engine import TRAINER_REGISTRY
+
+from .cocoop import CoCoOp
+from .prograd import ProGrad
+
+
+@TRAINER_REGISTRY.register()
+class ProGradCoCoOp(ProGrad, CoCoOp):
+    """ProGrad's step (teacher, KL term, projected update, diagnostics) on CoCoOp's model.
+
+    Method resolution: ProGrad's check_cfg / teacher / epoch hooks / forward_backward, each
+    calling on to CoCoOp's (TRAINER.COCOOP checks, CoCoOp's prompt learner and model).
+    LOSS.LAMBDA 0 steps exactly as CoCoOp.
+    """
