@@ -67,6 +67,7 @@ from bench_step import (  # noqa: E402
     available_memory,
     build_clip,
     cap_address_space,
+    finish,
     fmt,
     is_out_of_memory,
     machine,
@@ -464,14 +465,7 @@ def main(argv: list[str] | None = None) -> None:
     for backbone in args.backbones:
         for line in batch_that_fits([r for r in results if r["backbone"] == backbone]):
             print(f"{backbone}, {line}")
-    print(
-        f"Total {info['wall_seconds']:.0f} s; load average (1, 5, 15 min) "
-        f"{tuple(round(x, 2) for x in info['load_average_at_start'])} at start, "
-        f"{tuple(round(x, 2) for x in info['load_average_at_end'])} at end"
-    )
-    if args.json:
-        args.json.write_text(json.dumps({"machine": info, "results": results}, indent=2))
-        print(f"Wrote {args.json}")
+    finish(info, results, args.json)
 
 
 if __name__ == "__main__":

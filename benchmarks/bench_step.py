@@ -840,6 +840,18 @@ def worker_specs(args: argparse.Namespace) -> list[dict]:
     return specs
 
 
+def finish(info: dict, results: list[dict], json_path: Path | None) -> None:
+    """The run's last lines: total time and load average; the figures as JSON when asked."""
+    print(
+        f"Total {info['wall_seconds']:.0f} s; load average (1, 5, 15 min) "
+        f"{tuple(round(x, 2) for x in info['load_average_at_start'])} at start, "
+        f"{tuple(round(x, 2) for x in info['load_average_at_end'])} at end"
+    )
+    if json_path:
+        json_path.write_text(json.dumps({"machine": info, "results": results}, indent=2))
+        print(f"Wrote {json_path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.worker is not None:
@@ -882,14 +894,7 @@ def main(argv: list[str] | None = None) -> None:
             for method, reason in result["skipped"].items():
                 print(f"{result['backbone']}, {result['classes']} classes, {method}: {reason}")
         print(tables(results, args.methods))
-    print(
-        f"Total {info['wall_seconds']:.0f} s; load average (1, 5, 15 min) "
-        f"{tuple(round(x, 2) for x in info['load_average_at_start'])} at start, "
-        f"{tuple(round(x, 2) for x in info['load_average_at_end'])} at end"
-    )
-    if args.json:
-        args.json.write_text(json.dumps({"machine": info, "results": results}, indent=2))
-        print(f"Wrote {args.json}")
+    finish(info, results, args.json)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ def test_every_few_shot_method_has_a_tiny_config():
 @pytest.mark.parametrize("method", [m for m in FEWSHOT_METHODS if m not in ("CoOp", "ProGrad")])
 def test_tiny_config_trains_and_evaluates_through_the_script(method, tinyworld_root, tmp_path):
     """(CoOp and ProGrad run in tests/test_demo.py.) The run finishes on the tiny CLIP's
-    weights, not a download, with an accuracy far above chance (1/32 = 3.1% on the base half): every tiny
-    config keeps most of the pretrained CLIP's zero-shot knowledge after one epoch."""
+    weights, not a download, with an accuracy far above chance (1/32 = 3.1% on the base half):
+    every tiny config keeps most of the pretrained CLIP's zero-shot knowledge after one epoch."""
     environment = {
         **os.environ,
         "DATA": str(tinyworld_root),
