@@ -481,3 +481,39 @@ def test_fewshot_plot_has_a_line_per_method_in_the_paper_order(tmp_path):
     write_methods_tree(tmp_path)
     labels = plot_fewshot(aggregate(collect_runs(tmp_path).runs), tmp_path / "shots.png")
     assert labels == [f"{method} (rn50)" for method in PAPER_ORDER]
+
+
+def test_base2new_comparison_puts_every_config_of_one_clip_model_in_one_table(tmp_path):
+    """CoCoOp's and KgCoOp's ViT-B/16 configs carry their own settings in their names; at the
+    same shots they sit in the vit_b16 table beside ProGrad's vit_b16 and zero-shot CLIP's,
+    named with their config, while an RN50 run gets its own table."""
+    configs = {
+        "ProGrad": "vit_b16_ep50",
+        "CoCoOp": "vit_b16_c4_ep10_batch1_ctxv1",
+        "KgCoOp": "vit_b16_ep100_ctxv1",
+        "CoOp": "rn50_ep100",
+    }
+    for trainer, cfg in configs.items():
+        for stage, accuracy in (("test_base", 80.0), ("test_new", 70.0)):
+            write(base2new_dir(tmp_path, stage, "dtd", trainer, 1, 16, cfg), eval_log(accuracy))
+    for stage in ("test_base", "test_new"):
+        write(
+            base2new_dir(tmp_path, stage, "dtd", "ZeroshotCLIP", None, 0, "vit_b16"), eval_log(60)
+        )
+    tables = base2new_comparison_tables(aggregate(collect_runs(tmp_path).runs))
+    by_name = {table.name: table for table in tables}
+    assert set(by_name) == {
+        "base2new_comparison_vit_b16_16shots",
+        "base2new_comparison_h_vit_b16_16shots",
+        "base2new_comparison_rn50_16shots",
+        "base2new_comparison_h_rn50_16shots",
+    }
+    vit = by_name["base2new_comparison_vit_b16_16shots"]
+    assert [r[0] for r in vit.rows] == [
+        "ZeroshotCLIP",
+        "CoCoOp (vit_b16_c4_batch1_ctxv1)",
+        "KgCoOp (vit_b16_ctxv1)",
+        "ProGrad",
+    ]
+    assert row(vit, "ProGrad") == ["ProGrad", "80.00", "70.00", f"{harmonic_mean(80, 70):.2f}"]
+    assert [r[0] for r in by_name["base2new_comparison_rn50_16shots"].rows] == ["CoOp"]

@@ -11,7 +11,8 @@ given as the root (``seedS`` is absent only for zero-shot runs):
     base2new/test_{base,new}/<dataset>/shots_0/ZeroshotCLIP/<cfg>   zero-shot, SUBS=base/new
 
 Configs that differ only in their epochs (``rn50_ep50``, ``rn50``) share a backbone, so a table
-may mix the official per-shot configs. The std is over seeds, numpy's default population std as
+may mix the official per-shot configs. The comparison tables (methods side by side) group configs
+by the CLIP model their name starts with (``vit_b16_c4_ep10_batch1_ctxv1`` -> ``vit_b16``). The std is over seeds, numpy's default population std as
 in CoOp's parse_test_res.py. Averages over datasets are means of per-dataset means; when some
 cells are missing they cover the rest and say so, e.g. ``61.20 (7/10)``.
 """
@@ -392,30 +393,51 @@ def transfer_tables(stats: dict[Setting, Stat]) -> list[Table]:
     return tables
 
 
-def _comparisons(settings: Iterable[Setting]) -> list[tuple[str, int, list[str], list[tuple]]]:
-    """(backbone, shots, datasets, methods) of each comparison table of one protocol.
+_ARCHITECTURE = re.compile(r"(rn50x\d+|rn\d+|vit_[a-z]\d+|tiny)(?=_|$)")
 
-    One table per backbone and shot count; its methods are (trainer, variant, shots) in the
-    paper's order, zero-shot CLIP of the backbone (shots 0) among them.
+
+def architecture(backbone: str) -> str:
+    """The CLIP model a config name starts with: ``vit_b16_c4_batch1_ctxv1`` -> ``vit_b16``
+    (the whole name when it starts with none of them)."""
+    match = _ARCHITECTURE.match(backbone)
+    return match.group(1) if match else backbone
+
+
+def _comparisons(settings: Iterable[Setting]) -> list[tuple[str, int, list[str], list[tuple]]]:
+    """(architecture, shots, datasets, methods) of each comparison table of one protocol.
+
+    One table per CLIP architecture and shot count, so that methods whose configs carry their
+    own settings (CoCoOp's vit_b16_c4_ep10_batch1_ctxv1, KgCoOp's vit_b16_ep100_ctxv1) sit
+    beside CoOp's and ProGrad's vit_b16. Its methods are (trainer, backbone, variant, shots) in
+    the paper's order, zero-shot CLIP of the architecture (shots 0) among them.
     """
     settings = list(settings)
     comparisons = []
-    for backbone, shots in sorted({(s.backbone, s.shots) for s in settings if s.shots > 0}):
-        here = [s for s in settings if s.backbone == backbone and s.shots in (0, shots)]
+    for arch, shots in sorted(
+        {(architecture(s.backbone), s.shots) for s in settings if s.shots > 0}
+    ):
+        here = [s for s in settings if architecture(s.backbone) == arch and s.shots in (0, shots)]
         methods = {
-            (s.trainer, s.variant, s.shots)
+            (s.trainer, s.backbone, s.variant, s.shots)
             for s in here
             if s.shots == shots or s.trainer == ZERO_SHOT
         }
         comparisons.append(
             (
-                backbone,
+                arch,
                 shots,
                 _dataset_order(s.dataset for s in here if s.shots == shots),
-                sorted(methods, key=lambda m: (_trainer_rank(m[0]), m[1])),
+                sorted(methods, key=lambda m: (_trainer_rank(m[0]), m[1] != arch, m[1], m[2])),
             )
         )
     return comparisons
+
+
+def comparison_label(trainer: str, backbone: str, variant: str, arch: str) -> str:
+    """A comparison table's row name: the method, with its config when that is more than the
+    table's architecture (``CoCoOp (vit_b16_c4_batch1_ctxv1)``)."""
+    label = method_label(trainer, variant)
+    return label if backbone == arch else f"{label} ({backbone})"
 
 
 def fewshot_comparison_tables(stats: dict[Setting, Stat]) -> list[Table]:
@@ -427,22 +449,22 @@ def fewshot_comparison_tables(stats: dict[Setting, Stat]) -> list[Table]:
         if s.protocol == "fewshot" and s.dataset not in DG_TARGETS
     }
     tables = []
-    for backbone, shots, datasets, methods in _comparisons(fewshot):
+    for arch, shots, datasets, methods in _comparisons(fewshot):
         rows = []
-        for trainer, variant, k in methods:
+        for trainer, backbone, variant, k in methods:
             cells = [
                 fewshot.get(Setting("fewshot", trainer, backbone, variant, k, dataset, "all"))
                 for dataset in datasets
             ]
             rows.append(
-                [method_label(trainer, variant)]
+                [comparison_label(trainer, backbone, variant, arch)]
                 + [format_stat(cell) for cell in cells]
                 + [format_average([_mean(cell) for cell in cells])]
             )
         tables.append(
             Table(
-                _slug("fewshot_comparison", backbone, f"{shots}shots"),
-                f"Few-shot accuracy (%), {shots} shot{'s' if shots > 1 else ''}, {backbone}: "
+                _slug("fewshot_comparison", arch, f"{shots}shots"),
+                f"Few-shot accuracy (%), {shots} shot{'s' if shots > 1 else ''}, {arch}: "
                 f"methods compared",
                 ["Method"] + [display(dataset) for dataset in datasets] + ["Average"],
                 rows,
@@ -456,9 +478,9 @@ def base2new_comparison_tables(stats: dict[Setting, Stat]) -> list[Table]:
     averaged over the datasets, and methods × datasets of H; zero-shot CLIP is a row of each."""
     b2n = {s: stat for s, stat in stats.items() if s.protocol == "base2new"}
     tables = []
-    for backbone, shots, datasets, methods in _comparisons(b2n):
+    for arch, shots, datasets, methods in _comparisons(b2n):
         average_rows, h_rows = [], []
-        for trainer, variant, k in methods:
+        for trainer, backbone, variant, k in methods:
             bases, news, hs = [], [], []
             for dataset in datasets:
                 base, new = (
@@ -476,15 +498,15 @@ def base2new_comparison_tables(stats: dict[Setting, Stat]) -> list[Table]:
                 average_h = f"{harmonic_mean(average_base, average_new):.2f}"
                 if None in bases or None in news:
                     average_h += " (partial)"
-            label = method_label(trainer, variant)
+            label = comparison_label(trainer, backbone, variant, arch)
             average_rows.append([label, format_average(bases), format_average(news), average_h])
             h_rows.append(
                 [label] + [MISSING if h is None else f"{h:.2f}" for h in hs] + [average_h]
             )
-        title = f"{backbone}, {shots} shots: methods compared"
+        title = f"{arch}, {shots} shots: methods compared"
         tables.append(
             Table(
-                _slug("base2new_comparison", backbone, f"{shots}shots"),
+                _slug("base2new_comparison", arch, f"{shots}shots"),
                 f"Base-to-new accuracy (%), average over {len(datasets)} datasets, {title}",
                 ["Method", "Base", "New", "H"],
                 average_rows,
@@ -492,7 +514,7 @@ def base2new_comparison_tables(stats: dict[Setting, Stat]) -> list[Table]:
         )
         tables.append(
             Table(
-                _slug("base2new_comparison_h", backbone, f"{shots}shots"),
+                _slug("base2new_comparison_h", arch, f"{shots}shots"),
                 f"Base-to-new harmonic mean H (%) per dataset, {title}",
                 ["Method"] + [display(dataset) for dataset in datasets] + ["Average"],
                 h_rows,
