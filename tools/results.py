@@ -12,9 +12,10 @@ given as the root (``seedS`` is absent only for zero-shot runs):
 
 Configs that differ only in their epochs (``rn50_ep50``, ``rn50``) share a backbone, so a table
 may mix the official per-shot configs. The comparison tables (methods side by side) group configs
-by the CLIP model their name starts with (``vit_b16_c4_ep10_batch1_ctxv1`` -> ``vit_b16``). The std is over seeds, numpy's default population std as
-in CoOp's parse_test_res.py. Averages over datasets are means of per-dataset means; when some
-cells are missing they cover the rest and say so, e.g. ``61.20 (7/10)``.
+by the CLIP model their name starts with (``vit_b16_c4_ep10_batch1_ctxv1`` -> ``vit_b16``). The
+std is over seeds, numpy's default population std as in CoOp's parse_test_res.py. Averages over
+datasets are means of per-dataset means; when some cells are missing they cover the rest and say
+so, e.g. ``61.20 (7/10)``.
 """
 
 from __future__ import annotations
