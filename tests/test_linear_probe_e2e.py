@@ -182,6 +182,36 @@ def test_bad_linear_probe_values_are_refused_with_the_key(
         probe(monkeypatch, tmp_path, data_root, tmp_path / "no_clip.pt", tmp_path / "c", *opts)
 
 
+def test_a_feature_cache_path_that_is_a_file_is_refused_before_anything_is_built(
+    monkeypatch, tmp_path, data_root
+):
+    """TRAINER.LINEAR_PROBE.FEATURE_CACHE naming a file: refused with the key; the file kept."""
+    cache = tmp_path / "cache"
+    cache.write_text("my notes")
+    with pytest.raises(ValueError, match=r"TRAINER.LINEAR_PROBE.FEATURE_CACHE .*cache is a file"):
+        probe(monkeypatch, tmp_path / "run", data_root, tmp_path / "no_clip.pt", cache)
+    assert cache.read_text() == "my notes"
+
+
+def test_a_cache_that_cannot_be_written_leaves_the_run_going_with_a_note(
+    monkeypatch, tmp_path, data_root, tiny_clip_files, capsys
+):
+    """A cache folder where no entry can be written (here a file stands where the dataset's
+    folder would go): the probe fits and tests on features kept in memory, says so, and leaves
+    the folder as it was."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "Caltech101").write_text("not a folder")
+    trainer = probe(monkeypatch, tmp_path / "run", data_root, tiny_clip_files["RN"], cache)
+    trainer.train()
+    assert 0.0 <= trainer.test() <= 100.0
+    out = capsys.readouterr().out
+    assert f"Feature cache: cannot write under {cache}" in out
+    assert "TRAINER.LINEAR_PROBE.FEATURE_CACHE to a folder you can write to" in out
+    assert [p.name for p in cache.iterdir()] == ["Caltech101"]
+    assert (cache / "Caltech101").read_text() == "not a folder"
+
+
 @pytest.mark.parametrize("precision", ["fp16", "amp"])
 def test_fp16_and_amp_features_fit_a_probe_on_cpu(
     monkeypatch, tmp_path, data_root, tiny_clip_files, precision

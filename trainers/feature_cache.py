@@ -138,8 +138,12 @@ class FeatureCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         data = {"key": key.as_dict(), **features._asdict()}
-        torch.save(data, temporary)
-        os.replace(temporary, path)
+        try:
+            torch.save(data, temporary)
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
         return path
 
     def get_or_extract(
@@ -166,5 +170,12 @@ class FeatureCache:
             torch.tensor([int(i.label) for i in items], dtype=torch.int64),
             [i.impath for i in items],
         )
-        print(f"Feature cache: wrote {self.store(key, entry)}")
+        try:
+            print(f"Feature cache: wrote {self.store(key, entry)}")
+        except OSError as error:  # a read-only shared cache, a full disk: the run goes on
+            print(
+                f"Feature cache: cannot write under {self.root} ({error.strerror or error}); the "
+                f"{key.split} features are kept for this run only. Set "
+                f"TRAINER.LINEAR_PROBE.FEATURE_CACHE to a folder you can write to, to keep them."
+            )
         return entry

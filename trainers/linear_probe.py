@@ -42,6 +42,7 @@ from .feature_cache import (
     image_list_sha256,
 )
 from .frozen_image import FrozenImageEncoder
+from .inputs import check_folder
 from .linear_probe_ops import LinearProbe, fit_linear_probe, hold_out_per_class
 from .precision import Precision
 
@@ -59,6 +60,10 @@ def check_linear_probe_cfg(cfg) -> None:
             f'TRAINER.LINEAR_PROBE.VALIDATION is "{probe.VALIDATION}"; use "val" (the '
             f'dataset\'s few-shot validation split, as lpclip) or "train" (min(shots, 4) images '
             f"per class held out from the train split, for datasets whose val is their test set)"
+        )
+    if probe.FEATURE_CACHE:
+        check_folder(
+            osp.expanduser(probe.FEATURE_CACHE), "TRAINER.LINEAR_PROBE.FEATURE_CACHE", False
         )
     for key, value, low in (
         ("SEARCH_STEPS", probe.SEARCH_STEPS, 0),
