@@ -85,3 +85,28 @@ def test_pretrain_script_keeps_an_existing_checkpoint(tmp_path, capsys):
     assert pretraining.main(["--output", str(existing), "--steps", "1"]) == 1
     assert "exists and is kept" in capsys.readouterr().err
     assert existing.read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--steps", "0"], "--steps is 0; give an integer >= 1"),
+        (["--batch-size", "-4"], "--batch-size is -4; give an integer >= 1"),
+        (["--lr", "nan"], "--lr is nan; give a learning rate > 0"),
+        (["--output", "{blocker}/clip.pt.gz"], "is a file; give a folder to write the checkpoint"),
+    ],
+)
+def test_pretrain_script_refuses_bad_arguments_before_training(
+    arguments, message, tmp_path, capsys
+):
+    """Each bad value: exit 1 and a one-line error naming it, before a step is trained (an
+    unwritable --output folder is found now, not after the pretraining)."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    arguments = [a.format(blocker=blocker) for a in arguments]
+    if "--output" not in arguments:
+        arguments += ["--output", str(tmp_path / "new.pt.gz")]
+    assert pretraining.main(arguments) == 1
+    captured = capsys.readouterr()
+    assert message in captured.err and "Pretraining" not in captured.out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]

@@ -53,6 +53,7 @@ from trainers.clip_prompt import (  # noqa: E402
     tokenize,
     zero_shot_text_features,
 )
+from trainers.inputs import check_writable_folder  # noqa: E402
 
 SHIPPED = REPO_ROOT / "assets" / "tiny_clip_tinyworld.pt.gz"
 # CLIP's image normalisation (the tiny configs' INPUT.PIXEL_MEAN / PIXEL_STD).
@@ -288,9 +289,22 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     for flag in ("steps", "batch_size", "threads"):
-        if getattr(args, flag) < (0 if flag == "threads" else 1):
-            print(f"error: --{flag.replace('_', '-')} is too small.", file=sys.stderr)
+        low = 0 if flag == "threads" else 1
+        if getattr(args, flag) < low:
+            print(
+                f"error: --{flag.replace('_', '-')} is {getattr(args, flag)}; give an integer "
+                f">= {low}.",
+                file=sys.stderr,
+            )
             return 1
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        print(f"error: --lr is {args.lr}; give a learning rate > 0 (e.g. 1e-3).", file=sys.stderr)
+        return 1
+    try:  # before the training, not after it
+        check_writable_folder(str(output.parent), "--output's folder", "write the checkpoint to")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     print(

@@ -301,7 +301,7 @@ def check_folder(path: str, what: str, must_exist: bool = True) -> None:
         raise FileNotFoundError(f"{what} {path} does not exist; give an existing folder.")
 
 
-def check_writable_folder(path: str, what: str) -> None:
+def check_writable_folder(path: str, what: str, purpose: str = "write the run to") -> None:
     """The folder a run writes to must be a folder that can be written, or be creatable.
 
     Nothing is left behind: the test file (or folder) is removed at once.
@@ -312,7 +312,7 @@ def check_writable_folder(path: str, what: str) -> None:
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         blocked = "is a file" if existing == path else f"cannot be created: {existing} is a file"
-        raise ValueError(f"{what} {path} {blocked}; give a folder to write the run to.")
+        raise ValueError(f"{what} {path} {blocked}; give a folder to {purpose}.")
     try:
         with tempfile.TemporaryFile(dir=existing, prefix=".write-test-"):
             pass
