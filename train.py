@@ -1,4 +1,5 @@
-"""Train or evaluate CoOp / ProGrad / ZeroshotCLIP with CoOp's command line.
+"""Train or evaluate any registered trainer (ProGrad, CoOp, ZeroshotCLIP, KgCoOp, CoCoOp,
+ProGradCoCoOp, LinearProbeCLIP; KD is ProGrad with LOSS.NAME kd) with CoOp's command line.
 
     python train.py --root DATA --seed 1 --trainer ProGrad \
         --dataset-config-file configs/datasets/caltech101.yaml \
@@ -132,13 +133,23 @@ def setup_cfg(args: argparse.Namespace) -> CN:
     return cfg
 
 
+def project_trainers() -> list[str]:
+    """The trainers this project registers (trainers/), as opposed to Dassl's own."""
+    return sorted(
+        name
+        for name in TRAINER_REGISTRY.registered_names()
+        if TRAINER_REGISTRY.get(name).__module__.startswith("trainers.")
+    )
+
+
 def check_names(cfg: CN) -> None:
     """Trainer and dataset must be registered; say which are, before anything is written."""
     trainers_here = TRAINER_REGISTRY.registered_names()
     if cfg.TRAINER.NAME not in trainers_here:
         raise ValueError(
-            f'--trainer "{cfg.TRAINER.NAME}" is not a registered trainer; use ProGrad, CoOp or '
-            f"ZeroshotCLIP (all registered: {', '.join(sorted(trainers_here))})"
+            f'--trainer "{cfg.TRAINER.NAME}" is not a registered trainer; use one of this '
+            f"project's: {', '.join(project_trainers())} (CoOp + KD is ProGrad with LOSS.NAME "
+            f"kd), or of Dassl's: {', '.join(sorted(set(trainers_here) - set(project_trainers())))}"
         )
     datasets_here = DATASET_REGISTRY.registered_names()
     if cfg.DATASET.NAME not in datasets_here:

@@ -1,4 +1,4 @@
-# Shared logic of the run scripts (sourced by scripts/{prograd,coop}/*.sh and scripts/zeroshot.sh).
+# Shared logic of the run scripts (sourced by every scripts/<method>/*.sh and scripts/zeroshot.sh).
 #
 # Each protocol function prints or runs one `python train.py ...` per seed. Run the scripts from
 # the repository root. The protocols themselves (methods, datasets, epochs by shots, λ per
