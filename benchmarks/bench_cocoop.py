@@ -51,7 +51,6 @@ import torch
 import torch.nn.functional as F
 from clip.model import CLIP
 from tabulate import tabulate
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 for path in (ROOT, ROOT / "benchmarks"):
@@ -63,7 +62,7 @@ from bench_step import (  # noqa: E402
     CPU_MEMORY_METHOD,
     CUDA_MEMORY_METHOD,
     SGD,
-    CoOpTextEncoder,
+    StraightforwardCoOp,
     available_memory,
     build_clip,
     cap_address_space,
@@ -88,18 +87,9 @@ TEMPLATE = "a photo of a {}."
 DEFAULT_POINTS = ("10x1", "100x1", "1000x1", "100x2", "100x4", "100x16", "100x32", "1000x4")
 
 
-class StraightforwardCoCoOp(nn.Module):
-    """The CoOp repository's CoCoOp CustomCLIP (trainers/cocoop.py), with our prompt learner,
-    whose forward builds the same (B, C, 77, D_t) prompts."""
-
-    def __init__(self, clip_model: CLIP, prompt_learner: CoCoOpPromptLearner):
-        super().__init__()
-        self.prompt_learner = prompt_learner
-        self.tokenized_prompts = prompt_learner.tokenized_prompts
-        self.image_encoder = clip_model.visual
-        self.text_encoder = CoOpTextEncoder(clip_model)
-        self.logit_scale = clip_model.logit_scale
-        self.dtype = clip_model.dtype
+class StraightforwardCoCoOp(StraightforwardCoOp):
+    """The CoOp repository's CoCoOp CustomCLIP (trainers/cocoop.py), with our CoCoOp prompt
+    learner, whose forward builds the same (B, C, 77, D_t) prompts; the parts are CoOp's."""
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images -> (B, C) logits, one text-encoder call per image."""
