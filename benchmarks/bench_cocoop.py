@@ -40,9 +40,7 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +69,7 @@ from bench_step import (  # noqa: E402
     is_out_of_memory,
     machine,
     ratio,
+    run_in_subprocess,
     step_peak_memory,
     synchronize,
     synthetic_classnames,
@@ -351,15 +350,6 @@ def batch_that_fits(results: list[dict]) -> list[str]:
     return lines
 
 
-def run_in_subprocess(spec: dict) -> dict:
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "result.json"
-        command = [sys.executable, __file__, "--worker", json.dumps(spec), "--worker-out", str(out)]
-        env = {**os.environ, "KINETO_LOG_LEVEL": "5", "TORCH_CPP_LOG_LEVEL": "ERROR"}
-        subprocess.run(command, check=True, env=env)
-        return json.loads(out.read_text())
-
-
 def parse_point(text: str) -> tuple[int, int]:
     try:
         classes, batch = (int(part) for part in text.lower().split("x"))
@@ -431,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
             "threads": args.threads,
         }
         print(f"{args.device} {backbone} {args.precision}", flush=True)
-        out = run_in_subprocess(spec)
+        out = run_in_subprocess(spec, __file__)
         info["torch_threads"] = out["threads"]
         results.extend(out["results"])
     info["load_average_at_end"] = os.getloadavg()

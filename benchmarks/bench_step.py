@@ -619,11 +619,12 @@ def machine() -> dict:
     return info
 
 
-def run_in_subprocess(spec: dict) -> dict:
-    """A worker in a fresh interpreter: each measurement starts from a clean heap and cache."""
+def run_in_subprocess(spec: dict, script: str = __file__) -> dict:
+    """A worker of `script` (this benchmark, or another taking --worker/--worker-out) in a fresh
+    interpreter: each measurement starts from a clean heap and cache."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "result.json"
-        command = [sys.executable, __file__, "--worker", json.dumps(spec), "--worker-out", str(out)]
+        command = [sys.executable, script, "--worker", json.dumps(spec), "--worker-out", str(out)]
         # Silence the profiler's start/stop chatter and c10's note on blocks allocated before it.
         env = {**os.environ, "KINETO_LOG_LEVEL": "5", "TORCH_CPP_LOG_LEVEL": "ERROR"}
         subprocess.run(command, check=True, env=env)

@@ -5,22 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from clip.model import CLIP
+from test_text_encoder import CLASSNAMES  # 1 to 7 BPE tokens: different end-of-text positions
 from tiny_clip import build_tiny_clip
 
 import trainers.cocoop_prompt as cocoop_prompt
 from trainers.clip_prompt import tokenize
 from trainers.cocoop_prompt import CoCoOpCLIP, CoCoOpPromptLearner
 
-# 1 to 7 BPE tokens, so the classes stop at different end-of-text positions.
-CLASSNAMES = [
-    "face",
-    "leopard",
-    "motor_bike",
-    "water lilly",
-    "great crested grebe bird",
-    "a",
-    "dalmatian spotted coach dog breed",
-]
 COCOOP_STATE_KEYS = {
     "ctx",
     "token_prefix",
