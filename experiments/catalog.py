@@ -148,7 +148,7 @@ def _collect(kind: str, key: str, environ: dict[str, str] | None) -> dict[str, o
         value = declarations_of(source).get(kind)
         if value is None:
             continue
-        name = getattr(value, "name")
+        name = value.name
         if name in found:
             raise CatalogError(
                 f"{kind} {name!r} is declared twice, in {found[name][1].path} and {source.path}; "
