@@ -1,5 +1,5 @@
-"""Train or evaluate any registered trainer (ProGrad, CoOp, ZeroshotCLIP, KgCoOp, CoCoOp,
-ProGradCoCoOp, LinearProbeCLIP; KD is ProGrad with LOSS.NAME kd) with CoOp's command line.
+"""Train or evaluate any registered trainer (ProGrad, CoOp, ZeroshotCLIP, KgCoOp, KD, CoCoOp,
+ProGradCoCoOp, LinearProbeCLIP, and those of PROGRAD_PLUGINS) with CoOp's command line.
 
     python train.py --root DATA --seed 1 --trainer ProGrad \
         --dataset-config-file configs/datasets/caltech101.yaml \
@@ -27,58 +27,17 @@ from dassl.utils import collect_env_info, set_random_seed, setup_logger  # noqa:
 from yacs.config import CfgNode as CN  # noqa: E402
 
 import datasets  # noqa: E402,F401  (registers the datasets)
-import trainers.cocoop  # noqa: E402,F401
-import trainers.coop  # noqa: E402,F401  (registers the trainers)
-import trainers.kgcoop  # noqa: E402,F401
-import trainers.linear_probe  # noqa: E402,F401
-import trainers.prograd  # noqa: E402,F401
-import trainers.prograd_cocoop  # noqa: E402,F401
-import trainers.zsclip  # noqa: E402,F401
+from experiments import catalog  # noqa: E402
+from trainers import config  # noqa: E402
 from trainers.inputs import check_paths, error_text, merge_config_file, merge_options  # noqa: E402
+
+# Every module that declares a method (trainers/*.py, PROGRAD_PLUGINS) registers its trainer.
+catalog.import_all()
 
 
 def extend_cfg(cfg: CN) -> None:
-    """Add the keys of CoOp and ProGrad to Dassl's default config (names kept for old sweeps)."""
-    cfg.TRAINER.COOP = CN()
-    cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
-    cfg.TRAINER.COOP.CSC = False  # class-specific context
-    # None/False/"": random context; "words": CoOp's init (N_CTX ignored); True: the dataset's
-    # hand-crafted template, as the official ProGrad configs. None lets yacs take bool or str.
-    cfg.TRAINER.COOP.CTX_INIT = None
-    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32 or amp
-    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle or front
-    # KgCoOp: weight W >= 0 of 1 - mean cos(learned, hand-crafted text features); the official
-    # default (their scripts pass 8.0).
-    cfg.TRAINER.COOP.W = 1.0
-
-    # LinearProbeCLIP (CoOp's lpclip/ protocol; TRAINER.COOP.PREC sets the encoder's precision).
-    cfg.TRAINER.LINEAR_PROBE = CN()
-    cfg.TRAINER.LINEAR_PROBE.VALIDATION = "val"  # C chosen on: "val" split, or "train" hold-out
-    cfg.TRAINER.LINEAR_PROBE.SEARCH_STEPS = 8  # rounds of the C search after the grid
-    cfg.TRAINER.LINEAR_PROBE.MAX_ITER = 1000  # L-BFGS iterations per fit
-    # Image-feature cache; "" is $XDG_CACHE_HOME (or ~/.cache)/prograd/clip_features.
-    cfg.TRAINER.LINEAR_PROBE.FEATURE_CACHE = ""
-
-    # CoCoOp and ProGradCoCoOp (the CoOp repository's keys).
-    cfg.TRAINER.COCOOP = CN()
-    cfg.TRAINER.COCOOP.N_CTX = 16  # number of context vectors (when CTX_INIT is empty)
-    # Initialization words (N_CTX then ignored); ""/None: random. None lets check_cfg, not yacs,
-    # refuse other types with a clear message.
-    cfg.TRAINER.COCOOP.CTX_INIT = None
-    cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16, fp32 or amp
-
-    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new (base-to-new protocol)
-    cfg.MODEL.BACKBONE.PATH = ""  # local CLIP checkpoint (JIT archive or state dict), offline use
-
-    cfg.LOSS = CN()
-    cfg.LOSS.NAME = "prograd"  # ProGrad trainer: "prograd", or "kd" (CoOp + distillation)
-    cfg.LOSS.T = 1.0  # distillation temperature of the KL term (scaled by T^2)
-    cfg.LOSS.LAMBDA = 1.0  # projection strength in [0, 1]; 0 is CoOp's update
-    # per_tensor: each trainable tensor projected on its own (official code); whole: as one vector
-    cfg.LOSS.PROJECTION = "per_tensor"
-    # kd: weight α in [0, 1] of the KL term, (1 - α) CE + α T² KL; 0 is CoOp's loss (and the
-    # official code's default, which would make kd plain CoOp).
-    cfg.LOSS.ALPHA = 0.5
+    """Add the keys every method declares (and the common ones) to Dassl's default config."""
+    config.extend_cfg(cfg, catalog.methods().values())
 
 
 def reset_cfg(cfg: CN, args: argparse.Namespace) -> None:
@@ -134,22 +93,19 @@ def setup_cfg(args: argparse.Namespace) -> CN:
 
 
 def project_trainers() -> list[str]:
-    """The trainers this project registers (trainers/), as opposed to Dassl's own."""
-    return sorted(
-        name
-        for name in TRAINER_REGISTRY.registered_names()
-        if TRAINER_REGISTRY.get(name).__module__.startswith("trainers.")
-    )
+    """The trainers this project's methods run (their declarations), as opposed to Dassl's own."""
+    return sorted({method.trainer for method in catalog.methods().values()})
 
 
 def check_names(cfg: CN) -> None:
     """Trainer and dataset must be registered; say which are, before anything is written."""
     trainers_here = TRAINER_REGISTRY.registered_names()
     if cfg.TRAINER.NAME not in trainers_here:
+        ours = project_trainers()
+        dassls = sorted(set(trainers_here) - set(ours))
         raise ValueError(
             f'--trainer "{cfg.TRAINER.NAME}" is not a registered trainer; use one of this '
-            f"project's: {', '.join(project_trainers())} (CoOp + KD is ProGrad with LOSS.NAME "
-            f"kd), or of Dassl's: {', '.join(sorted(set(trainers_here) - set(project_trainers())))}"
+            f"project's: {', '.join(ours)}, or of Dassl's: {', '.join(dassls)}"
         )
     datasets_here = DATASET_REGISTRY.registered_names()
     if cfg.DATASET.NAME not in datasets_here:

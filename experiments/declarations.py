@@ -89,6 +89,22 @@ class Defaults:
     imagenet_cfg: str | None = None  # ImageNet's own config, where it has one
 
 
+# The protocol defaults that several methods share (their official scripts), by name.
+COOP_PROTOCOL_DEFAULTS = {
+    "fewshot": Defaults("rn50", epochs=coop_fewshot_epochs),
+    "base2new": Defaults(
+        "rn50_ep100", shots=4, epochs=coop_base2new_epochs, imagenet_cfg="rn50_ep50"
+    ),
+    "xd": Defaults("rn50", shots=4),  # ProGrad's official eval.sh: 4 shots, rn50, 50 epochs
+}
+COCOOP_PROTOCOL_DEFAULTS = {  # the CoOp repository's scripts/cocoop/
+    # few-shot: not in CoCoOp's paper; its own config (batch 1) and 10 epochs at every shot count.
+    "fewshot": Defaults("vit_b16_c4_ep10_batch1_ctxv1", epochs=FixedEpochs(10)),
+    "base2new": Defaults("vit_b16_c4_ep10_batch1_ctxv1", shots=16, epochs=FixedEpochs(10)),
+    "xd": Defaults("vit_b16_c4_ep10_batch1_ctxv1", shots=16),
+}
+
+
 @dataclass(frozen=True)
 class Method:
     """One row of the paper's tables: what runs, with which options, its keys and defaults.

@@ -5,11 +5,32 @@ from __future__ import annotations
 
 from dassl.engine import TRAINER_REGISTRY
 
+from experiments.declarations import COCOOP_PROTOCOL_DEFAULTS, ConfigKey, Method, PromptKeys
+
 from .clip_prompt import count_tokens
 from .cocoop_prompt import CoCoOpCLIP, CoCoOpPromptLearner
 from .coop import CoOp
 from .precision import PRECISIONS
 
+METHOD = Method(
+    name="CoCoOp",
+    trainer="CoCoOp",
+    summary="CoOp's context shifted per image by a meta-net, cross-entropy (CoOp's step)",
+    row=30,
+    config_folder="CoCoOp",
+    defaults=COCOOP_PROTOCOL_DEFAULTS,
+    prompt=PromptKeys("TRAINER.COCOOP", 4, False),  # the c4 of vit_b16_c4_ep10_batch1
+    config_keys=(
+        ConfigKey("TRAINER.COCOOP.N_CTX", 16, "number of context vectors (when CTX_INIT is empty)"),
+        # None lets check_cfg, not yacs, refuse other types with a clear message.
+        ConfigKey(
+            "TRAINER.COCOOP.CTX_INIT",
+            None,
+            'initialization words (N_CTX then ignored); ""/None: random',
+        ),
+        ConfigKey("TRAINER.COCOOP.PREC", "fp16", "fp16, fp32 or amp"),
+    ),
+)
 CONTEXT_LENGTH = 77  # CLIP's text positions: [SOS] context class-name "." [EOS] must fit
 
 

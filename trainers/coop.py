@@ -3,29 +3,42 @@
 from __future__ import annotations
 
 import torch
-from dassl.engine import TRAINER_REGISTRY, TrainerX
-from dassl.metrics import compute_accuracy
-from dassl.optim import build_optimizer
-from torch import nn
+from dassl.engine import TRAINER_REGISTRY
 
+from experiments.declarations import COOP_PROTOCOL_DEFAULTS, ConfigKey, Method
+
+from .base import PromptTrainer, load_clip_for  # noqa: F401  (load_clip_for: its old home)
 from .clip_prompt import (
     CustomCLIP,
     PromptLearner,
     count_tokens,
-    load_clip,
     template_context_words,
     template_for,
 )
-from .dassl_compat import (
-    CheckpointMixin,
-    build_lr_scheduler,
-    checkpoint_state_dict,
-    load_checkpoint,
-    load_state_checked,
-)
-from .data_loading import DataLoadingMixin
 from .precision import Precision
-from .steps import coop_gradients
+from .steps import CoOpStep, coop_gradients
+
+METHOD = Method(
+    name="CoOp",
+    trainer="CoOp",
+    summary="learned context, cross-entropy on the few-shot labels",
+    row=20,
+    config_folder="CoOp",
+    defaults=COOP_PROTOCOL_DEFAULTS,
+    config_keys=(
+        ConfigKey("TRAINER.COOP.N_CTX", 16, "number of context vectors"),
+        ConfigKey("TRAINER.COOP.CSC", False, "class-specific context"),
+        # None lets yacs take bool or str.
+        ConfigKey(
+            "TRAINER.COOP.CTX_INIT",
+            None,
+            'None/False/"": random context; words: CoOp\'s init (N_CTX ignored); True: the '
+            "dataset's hand-crafted template, as the official ProGrad configs",
+        ),
+        ConfigKey("TRAINER.COOP.PREC", "fp16", "fp16, fp32 or amp"),
+        ConfigKey("TRAINER.COOP.CLASS_TOKEN_POSITION", "end", "end, middle or front"),
+    ),
+)
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 
@@ -67,25 +80,8 @@ def context_init(cfg) -> tuple[int, str | None]:
     return cfg.TRAINER.COOP.N_CTX, None
 
 
-def load_clip_for(cfg, precision: Precision):
-    """CLIP from MODEL.BACKBONE.NAME/PATH in the dtype of TRAINER.COOP.PREC, checked against
-    INPUT.SIZE."""
-    print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
-    clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
-    if precision.weights_fp32:
-        clip_model.float()
-    resolution = clip_model.visual.input_resolution
-    if tuple(cfg.INPUT.SIZE) != (resolution, resolution):
-        raise ValueError(
-            f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but the CLIP backbone "
-            f"({cfg.MODEL.BACKBONE.PATH or cfg.MODEL.BACKBONE.NAME}) takes {resolution}x"
-            f"{resolution} images; set INPUT.SIZE ({resolution}, {resolution})"
-        )
-    return clip_model
-
-
 @TRAINER_REGISTRY.register()
-class CoOp(CheckpointMixin, DataLoadingMixin, TrainerX):
+class CoOp(PromptTrainer):
     """Context Optimization: learn the prompt's context with cross-entropy on few-shot labels."""
 
     def check_cfg(self, cfg) -> None:
@@ -100,7 +96,6 @@ class CoOp(CheckpointMixin, DataLoadingMixin, TrainerX):
         return None
 
     def precision_mode(self) -> str:
-        """The PREC value of this trainer's config block."""
         return self.cfg.TRAINER.COOP.PREC
 
     def build_custom_clip(self, clip_model, classnames: list[str]) -> CustomCLIP:
@@ -118,79 +113,5 @@ class CoOp(CheckpointMixin, DataLoadingMixin, TrainerX):
         teacher = self.teacher_text_features(clip_model, classnames)
         return CustomCLIP(clip_model, prompt_learner, teacher)
 
-    def build_model(self) -> None:
-        cfg = self.cfg
-        classnames = self.dm.dataset.classnames
-        self.precision = Precision(self.precision_mode(), self.device)
-        # On the training device from the start: the teacher's text features of 1000 classes are
-        # then computed there too.
-        clip_model = load_clip_for(cfg, self.precision).to(self.device)
-
-        self.model = self.build_custom_clip(clip_model, classnames)
-        prompt_learner = self.model.prompt_learner
-        for name, param in self.model.named_parameters():
-            param.requires_grad_(name.startswith("prompt_learner."))
-        if cfg.MODEL.INIT_WEIGHTS:
-            path = cfg.MODEL.INIT_WEIGHTS
-            state = checkpoint_state_dict(load_checkpoint(path), path)
-            load_state_checked(prompt_learner, state, cfg.MODEL.INIT_WEIGHTS)
-        self.model.to(self.device)
-
-        self.prompt_learner = self.model.prompt_learner
-        self.trainable_params = [p for p in self.prompt_learner.parameters() if p.requires_grad]
-        self.optim = build_optimizer(self.prompt_learner, cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model("prompt_learner", self.prompt_learner, self.optim, self.sched)
-        self.skipped_steps = 0
-
-        device_count = torch.cuda.device_count() if self.device.type == "cuda" else 0
-        if device_count > 1:
-            print(f"Multiple GPUs detected (n_gpus={device_count}), use all of them!")
-            self.model = nn.DataParallel(self.model)
-
-    def after_epoch(self) -> None:
-        super().after_epoch()
-        if self.epoch + 1 < self.max_epoch:
-            self.save_resume_state()
-
-    def extra_state(self) -> dict:
-        scaler = self.precision.scaler
-        return {"scaler": scaler.state_dict()} if scaler is not None else {}
-
-    def restore_extra_state(self, state: dict) -> None:
-        if self.precision.scaler is not None and "scaler" in state:
-            self.precision.scaler.load_state_dict(state["scaler"])
-
-    def test(self, split: str | None = None):
-        """Dassl's evaluation, with the prompts' text features computed once instead of per batch.
-
-        (Under DataParallel each replica encodes them itself, as before.)
-        """
-        if isinstance(self.model, nn.DataParallel):
-            return super().test(split)
-        with self.model.fixed_prompts():
-            return super().test(split)
-
-    def parse_batch_train(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        return batch["img"].to(self.device), batch["label"].to(self.device)
-
-    def step(self, gradients: list[torch.Tensor]) -> None:
-        """Apply the update; a non-finite one is skipped, logged and counted."""
-        if not self.precision.step(self.optim, self.trainable_params, gradients):
-            self.skipped_steps += 1
-            print(
-                f"Skipped a step with a non-finite gradient (epoch {self.epoch + 1}, batch "
-                f"{self.batch_idx + 1}; {self.skipped_steps} skipped so far)"
-            )
-
-    def end_of_step(self) -> None:
-        """The epoch's learning-rate tick comes after its last batch, as in CoOp."""
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-
-    def forward_backward(self, batch: dict) -> dict[str, float]:
-        image, label = self.parse_batch_train(batch)
-        result = coop_gradients(self.model, image, label, self.precision, self.trainable_params)
-        self.step(result.gradients)
-        self.end_of_step()
-        return {"loss": result.loss.item(), "acc": compute_accuracy(result.logits, label)[0].item()}
+    def gradients(self, image: torch.Tensor, label: torch.Tensor) -> CoOpStep:
+        return coop_gradients(self.model, image, label, self.precision, self.trainable_params)

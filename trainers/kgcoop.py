@@ -17,11 +17,38 @@ import math
 
 import torch
 from dassl.engine import TRAINER_REGISTRY
-from dassl.metrics import compute_accuracy
 
-from .baseline_steps import kgcoop_gradients
+from experiments.declarations import ConfigKey, Defaults, FixedEpochs, Method, PromptKeys
+
+from .baseline_steps import KgCoOpStep, kgcoop_gradients
 from .clip_prompt import KGCOOP_TEMPLATES, count_tokens, template_for, zero_shot_text_features
 from .coop import CoOp, context_init
+
+METHOD = Method(
+    name="KgCoOp",
+    trainer="KgCoOp",
+    summary="CoOp + W · (1 − cos) to the hand-crafted prompt's text features",
+    row=50,
+    config_folder="KgCoOp",
+    defaults={  # KgCoOp's official scripts
+        # few-shot (no official script): KgCoOp's official RN50 config and its 100 epochs at any
+        # shots, so that KgCoOp sits in the RN50 few-shot comparison with CoOp and ProGrad.
+        "fewshot": Defaults("rn50_ep100", epochs=FixedEpochs(100)),
+        "base2new": Defaults("vit_b16_ep100_ctxv1", shots=16, epochs=FixedEpochs(100)),
+        "xd": Defaults("vit_b16_ep100_ctxv1", shots=4),
+    },
+    # KgCoOp's official W 8.0 and N_CTX 4 (CTX_INIT True: "a photo of a").
+    fixed_opts=("TRAINER.COOP.W", "8.0"),
+    prompt=PromptKeys("TRAINER.COOP", 4, True),
+    config_keys=(
+        ConfigKey(
+            "TRAINER.COOP.W",
+            1.0,
+            "KgCoOp: weight W >= 0 of 1 - mean cos(learned, hand-crafted text features); the "
+            "official default (their scripts pass 8.0)",
+        ),
+    ),
+)
 
 # The official code's initial context for any true CTX_INIT.
 KGCOOP_INIT_WORDS = "a photo of a"
@@ -58,17 +85,8 @@ class KgCoOp(CoOp):
         print(f'KgCoOp hand-crafted prompt: "{template}" (W = {self.cfg.TRAINER.COOP.W})')
         return zero_shot_text_features(clip_model, classnames, template, self.device)
 
-    def forward_backward(self, batch: dict) -> dict[str, float]:
-        image, label = self.parse_batch_train(batch)
-        result = kgcoop_gradients(
+    def gradients(self, image: torch.Tensor, label: torch.Tensor) -> KgCoOpStep:
+        return kgcoop_gradients(
             self.model, image, label, self.precision, self.trainable_params,
             weight=self.cfg.TRAINER.COOP.W,
         )  # fmt: skip
-        self.step(result.gradients)
-        self.end_of_step()
-        return {
-            "loss": result.loss.item(),
-            "xe_loss": result.xe_loss.item(),
-            "kg_loss": result.kg_loss.item(),
-            "acc": compute_accuracy(result.logits, label)[0].item(),
-        }

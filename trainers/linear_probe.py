@@ -29,8 +29,10 @@ from dassl.data.datasets import DATASET_REGISTRY
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from torch import nn
 
+from experiments.declarations import DG_TARGET, ConfigKey, Defaults, Method
+
+from .base import load_clip_for
 from .clip_prompt import resolve_clip_file
-from .coop import load_clip_for
 from .dassl_compat import checkpoint_state_dict, load_checkpoint
 from .data_loading import DataLoadingMixin, ReadableImagesWrapper
 from .feature_cache import (
@@ -46,9 +48,41 @@ from .inputs import check_folder
 from .linear_probe_ops import LinearProbe, fit_linear_probe, hold_out_per_class
 from .precision import Precision
 
+# CoOp's lpclip/ protocol. A linear classifier has no new classes, so no base-to-new; trained on
+# ImageNet (16 shots, as CoOp's domain generalisation table) it classifies the ImageNet variants,
+# not the other datasets. ImageNet's val is its test set: C is chosen on images held out from its
+# train split.
+METHOD = Method(
+    name="LinearProbeCLIP",
+    trainer="LinearProbeCLIP",
+    summary="logistic regression on frozen CLIP image features (CoOp's lpclip)",
+    row=10,
+    config_folder="LinearProbeCLIP",
+    defaults={"fewshot": Defaults("rn50"), "xd": Defaults("rn50", shots=16)},
+    prompt=None,
+    dataset_opts={"imagenet": ("TRAINER.LINEAR_PROBE.VALIDATION", "train")},
+    model_name="linear_probe",
+    checkpoint_epoch=1,
+    xd_target_group=DG_TARGET,
+    xd_targets_reason="a linear probe classifies only the classes it was trained on",
+    config_keys=(
+        ConfigKey(
+            "TRAINER.LINEAR_PROBE.VALIDATION",
+            "val",
+            'C chosen on: "val" split, or "train" hold-out (TRAINER.COOP.PREC sets the precision)',
+        ),
+        ConfigKey("TRAINER.LINEAR_PROBE.SEARCH_STEPS", 8, "rounds of the C search after the grid"),
+        ConfigKey("TRAINER.LINEAR_PROBE.MAX_ITER", 1000, "L-BFGS iterations per fit"),
+        ConfigKey(
+            "TRAINER.LINEAR_PROBE.FEATURE_CACHE",
+            "",
+            'image-feature cache; "" is $XDG_CACHE_HOME (or ~/.cache)/prograd/clip_features',
+        ),
+    ),
+)
 VALIDATION_SOURCES = ("val", "train")
-MODEL_NAME = "linear_probe"
-CHECKPOINT_EPOCH = 1  # one "epoch": the fit
+MODEL_NAME = METHOD.model_name
+CHECKPOINT_EPOCH = METHOD.checkpoint_epoch  # one "epoch": the fit
 
 
 def check_linear_probe_cfg(cfg) -> None:

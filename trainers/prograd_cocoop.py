@@ -5,8 +5,22 @@ from __future__ import annotations
 
 from dassl.engine import TRAINER_REGISTRY
 
+from experiments.declarations import COCOOP_PROTOCOL_DEFAULTS, Method, PromptKeys, paper_lambda
+
 from .cocoop import CoCoOp
 from .prograd import ProGrad
+
+# CoCoOp plus ProGrad's projection (issue 13): CoCoOp's defaults and ProGrad's λ rules.
+METHOD = Method(
+    name="ProGradCoCoOp",
+    trainer="ProGradCoCoOp",
+    summary="CoCoOp's model, ProGrad's projected update over the context and the meta-net",
+    row=60,
+    config_folder="ProGradCoCoOp",
+    defaults=COCOOP_PROTOCOL_DEFAULTS,
+    prompt=PromptKeys("TRAINER.COCOOP", 4, False),
+    lambda_rule=paper_lambda,
+)
 
 
 @TRAINER_REGISTRY.register()

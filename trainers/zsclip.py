@@ -5,10 +5,23 @@ from __future__ import annotations
 import torch
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 
+from experiments.declarations import Defaults, Method
+
+from .base import load_clip_for
 from .clip_prompt import template_for, zero_shot_text_features
-from .coop import check_prompt_cfg, load_clip_for
+from .coop import check_prompt_cfg
 from .data_loading import DataLoadingMixin
 from .precision import Precision
+
+METHOD = Method(
+    name="ZeroshotCLIP",
+    trainer="ZeroshotCLIP",
+    summary="CLIP's zero-shot classifier with each dataset's hand-crafted prompt (no training)",
+    row=0,
+    config_folder="CoOp",  # CoOp's configs give the backbone
+    defaults={"zeroshot": Defaults("rn50")},
+    prompt=None,
+)
 
 
 @TRAINER_REGISTRY.register()
