@@ -1,5 +1,5 @@
-"""ProGrad's rule for your own prompt learner: the trainer of the README's section "ProGrad for
-your own prompt learner", defined here, registered with real Dassl and trained."""
+"""ProGrad's rule for your own prompt learner: the trainer of docs/extending.md's section
+"ProGrad for your own prompt learner", defined here, registered with real Dassl and trained."""
 
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from trainers.prograd import check_loss_cfg  # noqa: E402
 from trainers.prograd_ops import cross_entropy_loss, kl_to_teacher_loss  # noqa: E402
 from trainers.steps import prograd_rule  # noqa: E402
 
-# ---- the README's example, as a user writes it ----
+# ---- the manual's example (docs/extending.md), as a user writes it ----
 
 
 class ShiftedPromptLearner(PromptLearner):
@@ -83,7 +83,7 @@ def data_root(tmp_path_factory):
 def test_a_prompt_learner_of_your_own_trains_with_prograds_rule(
     monkeypatch, tmp_path, data_root, tiny_clip_files, projection
 ):
-    """The README's ShiftedProGrad trains under Dassl: both its tensors (and nothing of CLIP)
+    """The manual's ShiftedProGrad trains under Dassl: both its tensors (and nothing of CLIP)
     move, conflicting steps are projected, and its checkpoint holds the new tensor."""
     trainer = build(
         monkeypatch, "ShiftedProGrad", PROGRAD_YAML, tmp_path, data_root, tiny_clip_files["RN"],
@@ -127,11 +127,11 @@ def test_with_lambda_zero_your_trainer_takes_the_cross_entropy_step(
         assert torch.equal(gradient, reference)
 
 
-def test_the_readme_shows_exactly_this_trainer():
-    """The README's example is the code above, so what it shows is what these tests train."""
+def test_the_manual_shows_exactly_this_trainer():
+    """The manual's example is the code above, so what it shows is what these tests train."""
     root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text()
-    shown = readme[readme.index("class ShiftedPromptLearner") :]
+    manual = (root / "docs" / "extending.md").read_text()
+    shown = manual[manual.index("class ShiftedPromptLearner") :]
     shown = shown[: shown.index("```")]
     source = Path(__file__).read_text()
     defined = source[source.index("class ShiftedPromptLearner") : source.index("# ---- the tests")]
