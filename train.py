@@ -69,6 +69,8 @@ def extend_cfg(cfg: CN) -> None:
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new (base-to-new protocol)
     cfg.MODEL.BACKBONE.PATH = ""  # local CLIP checkpoint (JIT archive or state dict), offline use
+    # Learned prompts' text encoder: "packed" (fast, exact) or "reference" (CLIP's plain one)
+    cfg.MODEL.TEXT_ENCODER = "packed"
 
     cfg.LOSS = CN()
     cfg.LOSS.NAME = "prograd"  # ProGrad trainer: "prograd", or "kd" (CoOp + distillation)

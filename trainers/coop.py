@@ -11,6 +11,7 @@ from torch import nn
 from .clip_prompt import (
     CustomCLIP,
     PromptLearner,
+    check_text_encoder,
     count_tokens,
     load_clip,
     template_context_words,
@@ -90,6 +91,7 @@ class CoOp(CheckpointMixin, DataLoadingMixin, TrainerX):
 
     def check_cfg(self, cfg) -> None:
         check_prompt_cfg(cfg)
+        check_text_encoder(cfg.MODEL.TEXT_ENCODER)
 
     def prompt_context(self, cfg) -> tuple[int, str | None]:
         """(n_ctx, init_words) of the learned context; see `context_init`."""
@@ -116,7 +118,7 @@ class CoOp(CheckpointMixin, DataLoadingMixin, TrainerX):
             class_token_position=cfg.TRAINER.COOP.CLASS_TOKEN_POSITION,
         )
         teacher = self.teacher_text_features(clip_model, classnames)
-        return CustomCLIP(clip_model, prompt_learner, teacher)
+        return CustomCLIP(clip_model, prompt_learner, teacher, cfg.MODEL.TEXT_ENCODER)
 
     def build_model(self) -> None:
         cfg = self.cfg
