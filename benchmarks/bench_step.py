@@ -75,6 +75,7 @@ from trainers.baseline_steps import distillation_gradients, kgcoop_gradients  # 
 from trainers.clip_prompt import (  # noqa: E402
     CustomCLIP,
     PromptLearner,
+    ReferenceTextEncoder,
     count_tokens,
     eot_positions,
     zero_shot_text_features,
@@ -162,28 +163,6 @@ def build_clip(backbone: str, precision: Precision, device: torch.device) -> CLI
     return model.to(device).eval().requires_grad_(False)
 
 
-class CoOpTextEncoder(nn.Module):
-    """CoOp's original TextEncoder: every one of the 77 positions, CLIP's transformer and mask."""
-
-    def __init__(self, clip_model: CLIP):
-        super().__init__()
-        self.transformer = clip_model.transformer
-        self.positional_embedding = clip_model.positional_embedding
-        self.ln_final = clip_model.ln_final
-        self.text_projection = clip_model.text_projection
-        self.dtype = clip_model.dtype
-
-    def forward(self, prompts: torch.Tensor, tokenized_prompts: torch.Tensor) -> torch.Tensor:
-        """(C, 77, D_t) prompt embeddings, (C, 77) token ids -> (C, D) text features."""
-        x = prompts + self.positional_embedding.type(self.dtype)
-        x = x.permute(1, 0, 2)  # NLD -> LND
-        x = self.transformer(x)
-        x = x.permute(1, 0, 2)  # LND -> NLD
-        x = self.ln_final(x).type(self.dtype)
-        eot = tokenized_prompts.argmax(dim=-1)
-        return x[torch.arange(x.shape[0]), eot] @ self.text_projection
-
-
 class StraightforwardCoOp(nn.Module):
     """CoOp's original CustomCLIP (the baseline): image encoder with autograd enabled, text
     encoder over 77 positions, cosine logits; our PromptLearner supplies the prompts."""
@@ -193,7 +172,7 @@ class StraightforwardCoOp(nn.Module):
         self.prompt_learner = prompt_learner
         self.tokenized_prompts = prompt_learner.tokenized_prompts
         self.image_encoder = clip_model.visual
-        self.text_encoder = CoOpTextEncoder(clip_model)
+        self.text_encoder = ReferenceTextEncoder(clip_model)  # CoOp's TextEncoder
         self.logit_scale = clip_model.logit_scale
         self.dtype = clip_model.dtype
 

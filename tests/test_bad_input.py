@@ -22,6 +22,7 @@ from synthetic_data import write_caltech101, write_imagenet  # noqa: E402
 from yacs.config import CfgNode as CN  # noqa: E402
 
 import train  # noqa: E402
+from trainers.clip_prompt import ReferenceTextEncoder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAD_YAML = "configs/trainers/ProGrad/rn50.yaml"
@@ -264,6 +265,18 @@ def test_context_words_on_the_command_line_build_a_prograd_prompt(
     args = argv(data_root, tmp_path / "run", clip_file, "TRAINER.COOP.CTX_INIT", "a_photo_of_a")
     trainer = train.seed_and_build(train.setup_cfg(train.build_parser().parse_args(args)))
     assert trainer.model.prompt_learner.ctx.shape[0] == 4
+
+
+def test_text_encoder_reference_is_taken_and_another_name_is_refused(
+    fails, monkeypatch, tmp_path, data_root, clip_file
+):
+    """MODEL.TEXT_ENCODER reference builds CLIP's plain encoder; a bad value names the choices."""
+    monkeypatch.chdir(ROOT)
+    args = argv(data_root, tmp_path / "run", clip_file, "MODEL.TEXT_ENCODER", "reference")
+    trainer = train.seed_and_build(train.setup_cfg(train.build_parser().parse_args(args)))
+    assert isinstance(trainer.model.text_encoder, ReferenceTextEncoder)
+    args = argv(data_root, tmp_path / "bad", clip_file, "MODEL.TEXT_ENCODER", "fast")
+    fails(args, 'MODEL.TEXT_ENCODER is "fast"', "packed", "reference")
 
 
 # --- Files on disk that are damaged or of the wrong kind -----------------------------------------

@@ -12,6 +12,7 @@ pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README
 from test_train_e2e import accuracy, build, cli_args, run_train_py, snapshot  # noqa: E402
 
 import train  # noqa: E402
+from trainers.clip_prompt import ReferenceTextEncoder  # noqa: E402
 from trainers.prograd_ops import cross_entropy_loss, kl_to_teacher_loss  # noqa: E402
 from trainers.steps import prograd_rule  # noqa: E402
 
@@ -348,6 +349,7 @@ def test_cocoop_trains_and_evaluates_on_cuda(
             r"TRAINER.COCOOP.N_CTX gives 80 context vectors, too many .* use at most 7\d",
         ),
         ("ProGradCoCoOp", ["LOSS.LAMBDA", "1.5"], r"LOSS.LAMBDA is 1.5; it must lie in \[0, 1\]"),
+        ("ProGradCoCoOp", ["MODEL.TEXT_ENCODER", "fast"], 'MODEL.TEXT_ENCODER is "fast"; use pa'),
         ("ProGradCoCoOp", ["LOSS.PROJECTION", "tensor"], 'LOSS.PROJECTION is "tensor"; use per_'),
         ("ProGrad", ["LOSS.PROJECTION", "all"], 'LOSS.PROJECTION is "all"; use per_tensor'),
     ],
@@ -363,6 +365,16 @@ def test_bad_values_of_the_new_keys_are_refused_with_key_value_and_fix(
         opts = []
     with pytest.raises(ValueError, match=message):
         build(monkeypatch, trainer_name, config, tmp_path, data_root, tiny_clip_files["RN"], *opts)
+
+
+def test_text_encoder_reference_builds_cocoop_with_clips_plain_encoder(
+    monkeypatch, tmp_path, data_root, tiny_clip_files
+):
+    """MODEL.TEXT_ENCODER reference reaches CoCoOpCLIP (CoCoOp's own build_custom_clip)."""
+    opts = ("MODEL.TEXT_ENCODER", "reference")
+    trainer = build(monkeypatch, "CoCoOp", COCOOP_YAML, tmp_path, data_root, tiny_clip_files["RN"],
+                    *FAST, *opts)  # fmt: skip
+    assert isinstance(trainer.model.text_encoder, ReferenceTextEncoder)
 
 
 def test_cocoop_configs_of_the_coop_repository_are_here():

@@ -1,5 +1,6 @@
 """CoCoOp's prompt learner and its fast text path, against CoCoOp's own computation: every one of
-the 77 positions for every image x class prompt (the CoOp repository's TextEncoder)."""
+the 77 positions for every image x class prompt (ReferenceTextEncoder, the CoOp repository's
+TextEncoder)."""
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from test_text_encoder import CLASSNAMES  # 1 to 7 BPE tokens: different end-of-
 from tiny_clip import build_tiny_clip
 
 import trainers.cocoop_prompt as cocoop_prompt
-from trainers.clip_prompt import tokenize
+from trainers.clip_prompt import ReferenceTextEncoder, tokenize
 from trainers.cocoop_prompt import CoCoOpCLIP, CoCoOpPromptLearner
 
 COCOOP_STATE_KEYS = {
@@ -34,13 +35,10 @@ def cocoop_text_features(
 ) -> torch.Tensor:
     """CoCoOp's CustomCLIP.forward text side: per image, CLIP's transformer over the 77 positions
     of all its class prompts, features at the end-of-text token. (B, D) -> (B, C, D)."""
+    encoder = ReferenceTextEncoder(clip_model)
     features = []
     for prompts in learner(image_features):  # (C, 77, D_t) per image
-        x = prompts + clip_model.positional_embedding
-        x = clip_model.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
-        x = clip_model.ln_final(x)
-        eot = learner.tokenized_prompts.argmax(dim=-1)
-        image_text = x[torch.arange(x.shape[0]), eot] @ clip_model.text_projection
+        image_text = encoder(prompts, learner.tokenized_prompts)
         features.append(image_text / image_text.norm(dim=-1, keepdim=True))
     return torch.stack(features)
 
@@ -67,9 +65,12 @@ def test_fast_path_equals_all_77_positions_features_logits_and_gradients(
         "meta_net.linear2.bias",
     ]
 
+    reference_model = CoCoOpCLIP(clip_model, learner, text_encoder="reference")
+    assert isinstance(reference_model.text_encoder, ReferenceTextEncoder)
     results = {}
     for name, text_features in (
         ("ours", model.text_features),
+        ("reference", reference_model.text_features),  # the per-image prefixes put back
         ("cocoop", lambda f: cocoop_text_features(clip_model, learner, f)),
     ):
         features = text_features(image_features)  # (B, C, D)
@@ -79,7 +80,10 @@ def test_fast_path_equals_all_77_positions_features_logits_and_gradients(
         gradients = torch.autograd.grad(F.cross_entropy(logits, labels), params)
         results[name] = (features, logits, gradients)
 
-    (features, logits, gradients), (ref_features, ref_logits, ref_gradients) = results.values()
+    (features, logits, gradients), reference, cocoop = results.values()
+    for ours, expected in zip(reference, cocoop, strict=True):  # one computation, batched or not
+        torch.testing.assert_close(ours, expected, atol=1e-6, rtol=1e-6)
+    ref_features, ref_logits, ref_gradients = reference
     assert features.shape == (n_images, len(CLASSNAMES), 32)
     torch.testing.assert_close(features, ref_features, atol=2e-6, rtol=1e-5)
     torch.testing.assert_close(logits, ref_logits, atol=1e-4, rtol=1e-5)

@@ -1,4 +1,5 @@
-"""Our TextEncoder against CoOp's: CLIP's own transformer over all 77 positions, same results."""
+"""The packed TextEncoder against ReferenceTextEncoder (CLIP's own transformer over all 77
+positions, as CoOp's TextEncoder): same features, logits and gradients."""
 
 import pytest
 import torch
@@ -9,7 +10,9 @@ from tiny_clip import REAL_WIDTHS, build_clip_with_real_widths, build_tiny_clip
 from trainers.clip_prompt import (
     CustomCLIP,
     PromptLearner,
+    ReferenceTextEncoder,
     TextEncoder,
+    build_text_encoder,
     tokenize,
     zero_shot_text_features,
 )
@@ -32,20 +35,52 @@ def clip_model() -> CLIP:
     return build_tiny_clip("RN", text_heads=4, text_layers=3).float().requires_grad_(False)
 
 
-def coop_text_features(clip_model: CLIP, learner: PromptLearner) -> torch.Tensor:
-    """CoOp's TextEncoder: CLIP's transformer (and its 77x77 mask) over every position."""
-    x = learner() + clip_model.positional_embedding
-    x = clip_model.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
-    x = clip_model.ln_final(x)
-    eot = learner.tokenized_prompts.argmax(dim=-1)
-    features = x[torch.arange(x.shape[0]), eot] @ clip_model.text_projection
+def reference_text_features(clip_model: CLIP, learner: PromptLearner) -> torch.Tensor:
+    """The oracle: the whole (C, 77, D_t) prompts through ReferenceTextEncoder, normalised."""
+    features = ReferenceTextEncoder(clip_model)(learner(), learner.tokenized_prompts)
     return features / features.norm(dim=-1, keepdim=True)
+
+
+def test_reference_encoder_is_clips_encode_text(clip_model):
+    """From the token embeddings, the reference gives CLIP's encode_text bit for bit."""
+    tokens = tokenize([f"a photo of a {name.replace('_', ' ')}." for name in CLASSNAMES])
+    with torch.no_grad():
+        ours = ReferenceTextEncoder(clip_model)(clip_model.token_embedding(tokens), tokens)
+        assert torch.equal(ours, clip_model.encode_text(tokens))
+
+
+def test_reference_encoder_with_a_shared_prefix_equals_the_whole_prompts(clip_model):
+    """The reference puts a (P, D_t) or per-image (B, P, D_t) prefix back before the positions."""
+    torch.manual_seed(5)
+    learner = PromptLearner(clip_model, CLASSNAMES, n_ctx=4)
+    encoder, tokens = ReferenceTextEncoder(clip_model), learner.tokenized_prompts
+    prefix, rest = learner.split()
+    images_prefix = prefix + torch.randn(3, 1, 64)  # one prefix per image
+    with torch.no_grad():
+        whole = encoder(learner(), tokens)
+        per_image = [encoder(torch.cat([p.expand(len(rest), -1, -1), rest], 1), tokens)
+                     for p in images_prefix]  # fmt: skip
+        torch.testing.assert_close(encoder(rest, tokens, prefix), whole, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(
+            encoder(rest, tokens, images_prefix), torch.stack(per_image), atol=1e-6, rtol=1e-6
+        )
+
+
+def test_text_encoder_is_chosen_by_name_and_a_bad_name_is_refused(clip_model):
+    """Names "packed" and "reference" build the two encoders; another name lists the choices."""
+    assert isinstance(build_text_encoder(clip_model, "packed"), TextEncoder)
+    learner = PromptLearner(clip_model, CLASSNAMES, n_ctx=4)
+    model = CustomCLIP(clip_model, learner, text_encoder="reference")
+    assert isinstance(model.text_encoder, ReferenceTextEncoder)
+    with pytest.raises(ValueError, match='MODEL.TEXT_ENCODER is "fast"; use packed .* reference'):
+        CustomCLIP(clip_model, learner, text_encoder="fast")
 
 
 @pytest.mark.parametrize("position", ["end", "middle", "front"])
 @pytest.mark.parametrize("csc", [False, True])
-def test_features_logits_and_gradients_equal_the_77_position_computation(clip_model, position, csc):
-    """Shared prefix, per-class lengths, EOT-only last layer: CoOp's features, logits, gradients."""
+def test_features_logits_and_gradients_equal_the_reference(clip_model, position, csc):
+    """Shared prefix, per-class lengths, EOT-only last layer: the reference's features, logits,
+    gradients (with the class at the end, a generic [SOS][ctx] is the shared prefix)."""
     torch.manual_seed(1)
     learner = PromptLearner(clip_model, CLASSNAMES, n_ctx=4, csc=csc, class_token_position=position)
     model = CustomCLIP(clip_model, learner)
@@ -55,20 +90,38 @@ def test_features_logits_and_gradients_equal_the_77_position_computation(clip_mo
     results = {}
     for name, text_features in (
         ("ours", model.text_features),
-        ("coop", lambda: coop_text_features(clip_model, learner)),
+        ("reference", lambda: reference_text_features(clip_model, learner)),
     ):
         features = text_features()
         logits = clip_model.logit_scale.exp() * image_features @ features.t()
         (gradient,) = torch.autograd.grad(F.cross_entropy(logits, labels), learner.ctx)
         results[name] = (features, logits, gradient)
 
-    (features, logits, gradient), (coop_features, coop_logits, coop_gradient) = results.values()
-    torch.testing.assert_close(features, coop_features, atol=2e-6, rtol=1e-5)
-    torch.testing.assert_close(logits, coop_logits, atol=1e-4, rtol=1e-5)
+    (features, logits, gradient), (ref_features, ref_logits, ref_gradient) = results.values()
+    torch.testing.assert_close(features, ref_features, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(logits, ref_logits, atol=1e-4, rtol=1e-5)
     # fp32 rounding differs elementwise (other summation orders); relative to the whole gradient
     # the difference is at rounding level, where a wrong attention pattern would be O(1).
-    assert coop_gradient.norm() > 0
-    assert (gradient - coop_gradient).norm() / coop_gradient.norm() < 1e-5
+    assert ref_gradient.norm() > 0
+    assert (gradient - ref_gradient).norm() / ref_gradient.norm() < 1e-5
+
+
+def test_a_shared_prefix_gives_the_reference_features_and_gradients(clip_model):
+    """Both encoders called with the same (P, D_t) prefix and rest: same features, same gradients
+    with respect to the prefix and the rest."""
+    torch.manual_seed(6)
+    learner = PromptLearner(clip_model, CLASSNAMES, n_ctx=4)
+    prefix, rest = (t.detach().requires_grad_() for t in learner.split())
+    weights = torch.randn(len(CLASSNAMES), 32)
+    results = []
+    for encoder in (TextEncoder(clip_model), ReferenceTextEncoder(clip_model)):
+        features = encoder(rest, learner.tokenized_prompts, prefix)
+        results.append((features, *torch.autograd.grad((features * weights).sum(), [prefix, rest])))
+    (features, *gradients), (ref_features, *ref_gradients) = results
+    torch.testing.assert_close(features, ref_features, atol=2e-6, rtol=1e-5)
+    for gradient, reference in zip(gradients, ref_gradients, strict=True):
+        assert reference.norm() > 0  # rounding level relative to the whole gradient, as above
+        assert (gradient - reference).norm() / reference.norm() < 1e-5
 
 
 @pytest.mark.parametrize(
@@ -154,5 +207,5 @@ def test_real_backbone_widths_give_clips_text_features(backbone):
     assert learner.ctx.shape == (4, widths["text_width"])
     features = CustomCLIP(clip_model, learner).text_features()
     assert features.shape == (4, widths["embed_dim"])
-    torch.testing.assert_close(features, coop_text_features(clip_model, learner), atol=2e-6,
-                               rtol=1e-5)  # fmt: skip
+    reference = reference_text_features(clip_model, learner)
+    torch.testing.assert_close(features, reference, atol=2e-6, rtol=1e-5)

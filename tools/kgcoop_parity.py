@@ -64,6 +64,7 @@ def parity_cfg(clip_file: str, weight: float, lr: float):
     cfg.INPUT.SIZE = (32, 32)
     cfg.MODEL.BACKBONE.NAME = "RN50"
     cfg.MODEL.BACKBONE.PATH = clip_file
+    cfg.MODEL.TEXT_ENCODER = "packed"  # read by ours (train.py declares it)
     cfg.OPTIM.NAME = "sgd"
     cfg.OPTIM.LR = lr
     cfg.OPTIM.MAX_EPOCH = 10

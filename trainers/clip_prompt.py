@@ -314,6 +314,75 @@ class TextEncoder(nn.Module):
         return self.ln_final(x).type(dtype) @ self.text_projection
 
 
+class ReferenceTextEncoder(nn.Module):
+    """CLIP's plain text computation over every position: the oracle `TextEncoder` is tested on.
+
+    As CLIP's `encode_text` (and CoOp's TextEncoder), from embeddings: prompts + positional
+    embedding -> CLIP's own transformer, causal mask included -> ln_final -> the end-of-text row
+    @ text_projection. Same arguments and results as `TextEncoder`, without its shortcuts, so
+    either serves CustomCLIP (MODEL.TEXT_ENCODER reference selects this one for a run).
+    """
+
+    def __init__(self, clip_model: CLIP):
+        super().__init__()
+        self.transformer = clip_model.transformer
+        self.positional_embedding = clip_model.positional_embedding
+        self.ln_final = clip_model.ln_final
+        self.text_projection = clip_model.text_projection
+
+    def forward(
+        self,
+        prompts: torch.Tensor,
+        tokenized_prompts: torch.Tensor,
+        shared_prefix: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Text features; the arguments and shapes of `TextEncoder.forward`.
+
+        Args:
+            prompts: (C, L, D_t) token embeddings; with `shared_prefix`, (C, L - P, D_t).
+            tokenized_prompts: (C, 77) token ids, used to find each end-of-text position.
+            shared_prefix: (P, D_t) or, one per image, (B, P, D_t) leading positions, put back
+                in front of every prompt; None: `prompts` are whole.
+
+        Returns:
+            (C, D) unnormalised text features; (B, C, D) with a prefix per image.
+        """
+        if shared_prefix is not None:
+            batch = shared_prefix.shape[:-2]  # () or (B,)
+            prefix = shared_prefix.unsqueeze(-3).expand(*batch, len(prompts), -1, -1)
+            prompts = torch.cat([prefix, prompts.expand(*batch, -1, -1, -1)], dim=-2)
+        batch = prompts.shape[:-3]
+        dtype = self.text_projection.dtype
+        x = prompts.flatten(0, -3).type(dtype)  # (N, L, D_t), N = [B *] C
+        x = x + self.positional_embedding[: x.shape[1]].type(dtype)
+        x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)  # CLIP's is sequence-first
+        x = self.ln_final(x).type(dtype)
+        eot = eot_positions(tokenized_prompts).to(x.device).repeat(batch.numel())
+        features = x[torch.arange(len(x), device=x.device), eot] @ self.text_projection
+        return features.view(*batch, len(tokenized_prompts), -1)
+
+
+# MODEL.TEXT_ENCODER: the text encoder of the learned prompts in a run.
+TEXT_ENCODERS = {"packed": TextEncoder, "reference": ReferenceTextEncoder}
+
+
+def check_text_encoder(name: str) -> None:
+    """Reject a MODEL.TEXT_ENCODER that is not one of TEXT_ENCODERS."""
+    if name not in TEXT_ENCODERS:
+        raise ValueError(
+            f'MODEL.TEXT_ENCODER is "{name}"; use packed (the fast exact encoder, the default) '
+            f"or reference (CLIP's plain computation over all 77 positions, slower)"
+        )
+
+
+def build_text_encoder(clip_model: CLIP, name: str = "packed") -> nn.Module:
+    """The text encoder called `name` in TEXT_ENCODERS, over `clip_model`'s text transformer."""
+    check_text_encoder(name)
+    if name != "packed":
+        print(f"Text encoder: {name} ({TEXT_ENCODERS[name].__name__})")
+    return TEXT_ENCODERS[name](clip_model)
+
+
 def quick_gelu_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """CLIP's MLP c_proj(QuickGELU(c_fc(x))), as QuickGELU(y) = y·σ(1.702y) = SiLU(1.702y) / 1.702.
 
@@ -547,11 +616,20 @@ class CustomCLIP(nn.Module):
         clip_model: CLIP,
         prompt_learner: PromptLearner,
         teacher_text_features: torch.Tensor | None = None,
+        text_encoder: str = "packed",
     ):
+        """Wrap CLIP's encoders around the prompts.
+
+        Args:
+            clip_model: the frozen CLIP; its weights are shared, not copied.
+            prompt_learner: the learned prompts.
+            teacher_text_features: (C, D) L2-normalised text features of the hand-crafted prompts.
+            text_encoder: "packed" (`TextEncoder`) or "reference" (`ReferenceTextEncoder`).
+        """
         super().__init__()
         self.prompt_learner = prompt_learner
         self.image_encoder = FrozenImageEncoder(clip_model.visual)  # shares CLIP's weights
-        self.text_encoder = TextEncoder(clip_model)
+        self.text_encoder = build_text_encoder(clip_model, text_encoder)
         self.logit_scale = clip_model.logit_scale
         self.dtype = clip_model.dtype
         if teacher_text_features is not None:

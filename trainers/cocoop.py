@@ -7,7 +7,7 @@ from dassl.engine import TRAINER_REGISTRY
 
 from experiments.declarations import COCOOP_PROTOCOL_DEFAULTS, ConfigKey, Method, PromptKeys
 
-from .clip_prompt import count_tokens
+from .clip_prompt import check_text_encoder, count_tokens
 from .cocoop_prompt import CoCoOpCLIP, CoCoOpPromptLearner
 from .coop import CoOp
 from .precision import PRECISIONS
@@ -94,6 +94,7 @@ class CoCoOp(CoOp):
 
     def check_cfg(self, cfg) -> None:
         check_cocoop_cfg(cfg)
+        check_text_encoder(cfg.MODEL.TEXT_ENCODER)
 
     def precision_mode(self) -> str:
         return self.cfg.TRAINER.COCOOP.PREC
@@ -113,4 +114,4 @@ class CoCoOp(CoOp):
             )
         prompt_learner = CoCoOpPromptLearner(clip_model, classnames, n_ctx, init_words)
         teacher = self.teacher_text_features(clip_model, classnames)
-        return CoCoOpCLIP(clip_model, prompt_learner, teacher)
+        return CoCoOpCLIP(clip_model, prompt_learner, teacher, self.cfg.MODEL.TEXT_ENCODER)

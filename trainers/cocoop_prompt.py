@@ -123,8 +123,10 @@ class CoCoOpCLIP(CustomCLIP):
         clip_model: CLIP,
         prompt_learner: CoCoOpPromptLearner,
         teacher_text_features: torch.Tensor | None = None,
+        text_encoder: str = "packed",
     ):
-        super().__init__(clip_model, prompt_learner, teacher_text_features)
+        """As `CustomCLIP`; the text encoder gets one prefix per image."""
+        super().__init__(clip_model, prompt_learner, teacher_text_features, text_encoder)
 
     @contextlib.contextmanager
     def fixed_prompts(self) -> Iterator[None]:

@@ -19,6 +19,11 @@ COMMON_KEYS = (
     ConfigKey(
         "MODEL.BACKBONE.PATH", "", "local CLIP checkpoint (JIT archive or state dict), offline use"
     ),
+    ConfigKey(
+        "MODEL.TEXT_ENCODER",
+        "packed",
+        'learned prompts\' text encoder: "packed" (fast, exact) or "reference" (CLIP\'s plain one)',
+    ),
 )
 
 

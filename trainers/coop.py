@@ -11,6 +11,7 @@ from .base import PromptTrainer, load_clip_for  # noqa: F401  (load_clip_for: it
 from .clip_prompt import (
     CustomCLIP,
     PromptLearner,
+    check_text_encoder,
     count_tokens,
     template_context_words,
     template_for,
@@ -86,6 +87,7 @@ class CoOp(PromptTrainer):
 
     def check_cfg(self, cfg) -> None:
         check_prompt_cfg(cfg)
+        check_text_encoder(cfg.MODEL.TEXT_ENCODER)
 
     def prompt_context(self, cfg) -> tuple[int, str | None]:
         """(n_ctx, init_words) of the learned context; see `context_init`."""
@@ -111,7 +113,7 @@ class CoOp(PromptTrainer):
             class_token_position=cfg.TRAINER.COOP.CLASS_TOKEN_POSITION,
         )
         teacher = self.teacher_text_features(clip_model, classnames)
-        return CustomCLIP(clip_model, prompt_learner, teacher)
+        return CustomCLIP(clip_model, prompt_learner, teacher, cfg.MODEL.TEXT_ENCODER)
 
     def gradients(self, image: torch.Tensor, label: torch.Tensor) -> CoOpStep:
         return coop_gradients(self.model, image, label, self.precision, self.trainable_params)
