@@ -2,14 +2,7 @@
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from experiments.declarations import (
-    FEWSHOT,
-    XD_TARGET,
-    Dataset,
-    Layout,
-    SplitSizes,
-    Templates,
-)
+from experiments.declarations import FEWSHOT, XD_TARGET, Dataset, Layout, SplitSizes, Templates
 
 from .base import SplitDataset
 

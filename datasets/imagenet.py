@@ -7,14 +7,7 @@ from collections.abc import Mapping
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.utils import listdir_nohidden
 
-from experiments.declarations import (
-    FEWSHOT,
-    XD_SOURCE,
-    Dataset,
-    Layout,
-    SplitSizes,
-    Templates,
-)
+from experiments.declarations import FEWSHOT, XD_SOURCE, Dataset, Layout, SplitSizes, Templates
 
 from .base import SplitDataset, TestSet
 from .common import (

@@ -4,14 +4,7 @@ import os
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from experiments.declarations import (
-    FEWSHOT,
-    XD_TARGET,
-    Dataset,
-    Layout,
-    SplitSizes,
-    Templates,
-)
+from experiments.declarations import FEWSHOT, XD_TARGET, Dataset, Layout, SplitSizes, Templates
 
 from .base import SplitDataset
 from .common import Split, make_datum, split_trainval

@@ -5,14 +5,7 @@ import re
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from experiments.declarations import (
-    FEWSHOT,
-    XD_TARGET,
-    Dataset,
-    Layout,
-    SplitSizes,
-    Templates,
-)
+from experiments.declarations import FEWSHOT, XD_TARGET, Dataset, Layout, SplitSizes, Templates
 
 from .base import SplitDataset
 from .common import Split, make_datum, read_lines, split_trainval
