@@ -23,13 +23,15 @@ import pickle
 import random
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from dassl.data.datasets import DatasetBase, Datum
 from dassl.utils import listdir_nohidden
 from PIL import Image
 from yacs.config import CfgNode
+
+# Re-exported: the dataset modules and tools import them from here.
+from experiments.declarations import Layout, SplitSizes  # noqa: F401
 
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 
@@ -38,96 +40,6 @@ Split = list[Datum]
 Entry = tuple[str, int, str]
 # "train" / "val" / "test" -> entries; a dataset without a split has no key for it.
 SplitEntries = dict[str, list[Entry]]
-
-
-@dataclass(frozen=True)
-class SplitSizes:
-    """A dataset's size as CoOp published it (CoOp, IJCV 2022, dataset table); None: no such split.
-
-    ``tools/check_data.py`` compares a dataset on disk against these.
-    """
-
-    classes: int
-    train: int | None
-    val: int | None
-    test: int
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where a dataset lives under ``DATASET.ROOT``; used to load it, check it and explain errors.
-
-    Attributes:
-        name: Dassl registry name; its lower-cased form is the anchor of its DATASETS.md section.
-        folder: the dataset folder under ``DATASET.ROOT`` (CoOp's ``dataset_dir``).
-        contents: what the folder must hold, as shown in DATASETS.md.
-        images: the image folder inside ``folder`` ("" for ``folder`` itself); the paths of the
-            split file are relative to it.
-        split_file: CoOp's ``split_zhou_*.json`` inside ``folder``; "" for datasets without one.
-        class_file: the file inside ``folder`` that names the classes, for datasets that always
-            need one ("" where the split file names them).
-        published: CoOp's published sizes, None where there are none.
-    """
-
-    name: str
-    folder: str
-    contents: tuple[str, ...]
-    images: str = ""
-    split_file: str = ""
-    class_file: str = ""
-    published: SplitSizes | None = None
-
-    @property
-    def doc(self) -> str:
-        return f"DATASETS.md#{self.name.lower()}"
-
-    def missing(self, path: str, what: str) -> FileNotFoundError:
-        """Build the error for a missing file or folder, naming it and the expected layout.
-
-        Args:
-            path: the path that does not exist.
-            what: a few words saying what it is, e.g. "split file" or "image".
-        """
-        return FileNotFoundError(
-            f"{self.name}: {what} not found: {path}. Expected layout under DATASET.ROOT: "
-            f"{self.folder}/ with {', '.join(self.contents)}. Set it up as described in "
-            f"{self.doc} (in the repository root), or point DATASET.ROOT at the folder that "
-            f"contains {self.folder}/."
-        )
-
-    def require(self, path: str, what: str) -> str:
-        """Return ``path`` if it exists, else raise ``missing(path, what)``."""
-        if not os.path.exists(path):
-            raise self.missing(path, what)
-        return path
-
-    def dataset_dir(self, cfg_root: str) -> str:
-        """Resolve ``<DATASET.ROOT>/<folder>`` and check that it exists.
-
-        Args:
-            cfg_root: the value of ``DATASET.ROOT`` (``~`` is expanded).
-        """
-        root = os.path.abspath(os.path.expanduser(cfg_root))
-        path = os.path.join(root, self.folder)
-        if not os.path.isdir(path):
-            raise self.missing(path, "dataset folder")
-        return path
-
-    def image_dir(self, dataset_dir: str) -> str:
-        """The folder that the split file's image paths start from."""
-        return os.path.join(dataset_dir, self.images) if self.images else dataset_dir
-
-    def damaged(self, path: str, problem: str) -> ValueError:
-        """Build the error for a file that is there but cannot be used, naming it and the fix.
-
-        Args:
-            path: the damaged file.
-            problem: what is wrong with it, e.g. "line 3 is not '<wnid> <class name>'".
-        """
-        return ValueError(
-            f"{self.name}: {path} is damaged or not the expected file: {problem}. Replace it "
-            f"with the file described in {self.doc} (in the repository root)."
-        )
 
 
 def read_json(path: str) -> Any:

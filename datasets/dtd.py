@@ -1,47 +1,34 @@
 """Describable Textures Dataset (CoOp's split, ``split_zhou_DescribableTextures.json``)."""
 
-import os
+from dassl.data.datasets import DATASET_REGISTRY
 
-from dassl.data.datasets import DATASET_REGISTRY, DatasetBase
-from yacs.config import CfgNode
+from experiments.declarations import FEWSHOT, XD_TARGET, Dataset, Layout, SplitSizes, Templates
 
-from .common import (
-    Layout,
-    SplitSizes,
-    fewshot_and_subsample,
-    read_and_split_data,
-    read_or_create_split,
-    subsample_setting,
-)
+from .base import SplitDataset
 
-LAYOUT = Layout(
-    name="DescribableTextures",
-    folder="dtd",
-    contents=("images/<class>/<class>_*.jpg", "split_zhou_DescribableTextures.json"),
-    images="images",
-    split_file="split_zhou_DescribableTextures.json",
-    published=SplitSizes(classes=47, train=2820, val=1128, test=1692),
+DATASET = Dataset(
+    name="dtd",
+    display="DTD",
+    column=9,
+    layout=Layout(
+        name="DescribableTextures",
+        folder="dtd",
+        contents=("images/<class>/<class>_*.jpg", "split_zhou_DescribableTextures.json"),
+        images="images",
+        split_file="split_zhou_DescribableTextures.json",
+        published=SplitSizes(classes=47, train=2820, val=1128, test=1692),
+    ),
+    templates=Templates(
+        prograd="a texture of {}.",
+        coop="{} texture.",
+        kgcoop="a photo of a {}, a type of texture.",
+    ),
+    groups=(FEWSHOT, XD_TARGET),
 )
 
 
 @DATASET_REGISTRY.register()
-class DescribableTextures(DatasetBase):
+class DescribableTextures(SplitDataset):
     """DTD: 47 texture classes; the split is made from the folders if the json is absent."""
 
-    layout = LAYOUT
-    dataset_dir = LAYOUT.folder
-
-    def __init__(self, cfg: CfgNode) -> None:
-        subsample_setting(cfg)  # fail on a bad value before reading any files
-        self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
-        self.image_dir = LAYOUT.image_dir(self.dataset_dir)
-        self.split_path = os.path.join(self.dataset_dir, LAYOUT.split_file)
-
-        train, val, test = read_or_create_split(
-            self.split_path,
-            self.image_dir,
-            LAYOUT,
-            create=lambda: read_and_split_data(self.image_dir, LAYOUT),
-        )
-        train, val, test = fewshot_and_subsample(self, cfg, LAYOUT, train, val, test)
-        super().__init__(train_x=train, val=val, test=test)
+    declaration = DATASET

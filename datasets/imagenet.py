@@ -4,32 +4,41 @@ import os
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from dassl.data.datasets import DATASET_REGISTRY, DatasetBase
+from dassl.data.datasets import DATASET_REGISTRY
 from dassl.utils import listdir_nohidden
-from yacs.config import CfgNode
 
+from experiments.declarations import FEWSHOT, XD_SOURCE, Dataset, Layout, SplitSizes, Templates
+
+from .base import SplitDataset, TestSet
 from .common import (
     Entry,
-    Layout,
+    Split,
     SplitEntries,
-    SplitSizes,
     check_cached_images_exist,
-    check_images_readable,
-    fewshot_and_subsample,
     read_cache,
     read_lines,
-    subsample_setting,
     to_data,
     write_cache,
 )
 
-LAYOUT = Layout(
-    name="ImageNet",
-    folder="imagenet",
-    contents=("images/train/<wnid>/*.JPEG", "images/val/<wnid>/*.JPEG", "classnames.txt"),
-    images="images",
-    class_file="classnames.txt",
-    published=SplitSizes(classes=1000, train=1281167, val=None, test=50000),
+DATASET = Dataset(
+    name="imagenet",
+    display="ImageNet",
+    column=1,
+    layout=Layout(
+        name="ImageNet",
+        folder="imagenet",
+        contents=("images/train/<wnid>/*.JPEG", "images/val/<wnid>/*.JPEG", "classnames.txt"),
+        images="images",
+        class_file="classnames.txt",
+        published=SplitSizes(classes=1000, train=1281167, val=None, test=50000),
+    ),
+    templates=Templates(
+        prograd="a photo of a {}.",
+        coop="a photo of a {}.",
+        kgcoop="a photo of a {}.",
+    ),
+    groups=(FEWSHOT, XD_SOURCE),
 )
 # What ImageNet's validation images are called when they come in one flat folder.
 FLAT_VAL_PREFIX = "ILSVRC2012_val_"
@@ -54,7 +63,7 @@ def find_classnames_file(dataset_dir: str, layout: Layout) -> str:
     ``<DATASET.ROOT>/imagenet/classnames.txt`` is used, so the file need not be copied.
     """
     own = os.path.join(dataset_dir, "classnames.txt")
-    shared = os.path.join(os.path.dirname(dataset_dir), LAYOUT.folder, "classnames.txt")
+    shared = os.path.join(os.path.dirname(dataset_dir), DATASET.layout.folder, "classnames.txt")
     if os.path.isfile(own) or not os.path.isfile(shared):
         return layout.require(own, f"class-name file (ImageNet's; also looked for {shared})")
     return shared
@@ -100,22 +109,18 @@ def list_class_folders(
 
 
 @DATASET_REGISTRY.register()
-class ImageNet(DatasetBase):
+class ImageNet(SplitDataset):
     """ImageNet: 1,000 classes; the official val set serves as both val and test (as in CoOp).
 
     Reading 1.28M paths is slow, so the full lists are cached in ``imagenet/preprocessed.pkl``
     (CoOp's file and format).
     """
 
-    layout = LAYOUT
-    dataset_dir = LAYOUT.folder
+    declaration = DATASET
 
-    def __init__(self, cfg: CfgNode) -> None:
-        subsample_setting(cfg)  # fail on a bad value before reading any files
-        self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
-        self.image_dir = LAYOUT.image_dir(self.dataset_dir)
+    def read_splits(self) -> tuple[Split, None, Split]:
+        """The full train and test lists, from the cache when it exists (no val split)."""
         self.preprocessed = os.path.join(self.dataset_dir, "preprocessed.pkl")
-
         if os.path.exists(self.preprocessed):
             preprocessed = read_cache(self.preprocessed, "train", "test")
             train, test = preprocessed["train"], preprocessed["test"]
@@ -123,40 +128,32 @@ class ImageNet(DatasetBase):
             check_cached_images_exist(self.preprocessed, [train[:1], test[:1]])
         else:
             entries = self.read_entries(self.dataset_dir)
-            train, test = to_data(entries["train"], LAYOUT), to_data(entries["test"], LAYOUT)
+            train, test = (
+                to_data(entries["train"], self.layout),
+                to_data(entries["test"], self.layout),
+            )
             write_cache({"train": train, "test": test}, self.preprocessed)
-
-        train, _, test = fewshot_and_subsample(self, cfg, LAYOUT, train, None, test)
-        super().__init__(train_x=train, val=test, test=test)
+        return train, None, test
 
     @staticmethod
     def read_entries(dataset_dir: str) -> SplitEntries:
         """The full train and test (the official validation set) lists, read from the folders."""
-        classnames = read_classnames(os.path.join(dataset_dir, LAYOUT.class_file), LAYOUT)
-        image_dir = LAYOUT.image_dir(dataset_dir)
+        layout = DATASET.layout
+        classnames = read_classnames(os.path.join(dataset_dir, layout.class_file), layout)
+        image_dir = layout.image_dir(dataset_dir)
         return {
-            "train": list_class_folders(os.path.join(image_dir, "train"), classnames, LAYOUT),
-            "test": list_class_folders(os.path.join(image_dir, "val"), classnames, LAYOUT),
+            "train": list_class_folders(os.path.join(image_dir, "train"), classnames, layout),
+            "test": list_class_folders(os.path.join(image_dir, "val"), classnames, layout),
         }
 
 
-class ImageNetTestSet(DatasetBase):
+class ImageNetTestSet(TestSet):
     """An ImageNet variant read from `<wnid>` folders: test only (not registered itself).
 
-    Subclasses set `layout` (its `images` is the folder of the `<wnid>` folders). Labels are the
-    positions of the wnid folders in sorted order, named by ImageNet's classnames.txt. Every image
-    is a test image (also exposed as train_x, which Dassl needs); DATASET.NUM_SHOTS and
-    DATASET.SUBSAMPLE_CLASSES do not apply, as in CoOp.
+    Subclasses set `declaration` (its layout's `images` is the folder of the `<wnid>` folders).
+    Labels are the positions of the wnid folders in sorted order, named by ImageNet's
+    classnames.txt.
     """
-
-    layout: Layout
-
-    def __init__(self, cfg: CfgNode) -> None:
-        self.dataset_dir = self.layout.dataset_dir(cfg.DATASET.ROOT)
-        self.image_dir = self.layout.image_dir(self.dataset_dir)
-        data = to_data(self.read_entries(self.dataset_dir)["test"], self.layout)
-        check_images_readable(self.layout, data)
-        super().__init__(train_x=data, test=data)
 
     @classmethod
     def read_entries(cls, dataset_dir: str) -> SplitEntries:

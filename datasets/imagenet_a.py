@@ -2,20 +2,33 @@
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from .common import Layout, SplitSizes
+from experiments.declarations import DG_TARGET, Dataset, Layout, SplitSizes, Templates
+
 from .imagenet import ImageNetTestSet
 
-
-@DATASET_REGISTRY.register()
-class ImageNetA(ImageNetTestSet):
-    """ImageNet-A: 200 ImageNet classes of natural adversarial examples."""
-
-    layout = Layout(
+DATASET = Dataset(
+    name="imagenet_a",
+    display="ImageNet-A",
+    column=14,
+    layout=Layout(
         name="ImageNetA",
         folder="imagenet-adversarial",
         contents=("imagenet-a/<wnid>/*.jpg", "classnames.txt (ImageNet's)"),
         images="imagenet-a",
         class_file="classnames.txt",
         published=SplitSizes(classes=200, train=None, val=None, test=7500),
-    )
-    dataset_dir = layout.folder
+    ),
+    templates=Templates(
+        prograd="a photo of a {}.",
+        coop="a photo of a {}.",
+        kgcoop="a photo of a {}.",
+    ),
+    groups=(DG_TARGET,),
+)
+
+
+@DATASET_REGISTRY.register()
+class ImageNetA(ImageNetTestSet):
+    """ImageNet-A: 200 ImageNet classes of natural adversarial examples."""
+
+    declaration = DATASET

@@ -2,20 +2,33 @@
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from .common import Layout, SplitSizes
+from experiments.declarations import DG_TARGET, Dataset, Layout, SplitSizes, Templates
+
 from .imagenet import ImageNetTestSet
 
-
-@DATASET_REGISTRY.register()
-class ImageNetSketch(ImageNetTestSet):
-    """ImageNet-Sketch: black-and-white sketches of the 1,000 ImageNet classes."""
-
-    layout = Layout(
+DATASET = Dataset(
+    name="imagenet_sketch",
+    display="ImageNet-Sketch",
+    column=13,
+    layout=Layout(
         name="ImageNetSketch",
         folder="imagenet-sketch",
         contents=("images/<wnid>/*.JPEG", "classnames.txt (ImageNet's)"),
         images="images",
         class_file="classnames.txt",
         published=SplitSizes(classes=1000, train=None, val=None, test=50889),
-    )
-    dataset_dir = layout.folder
+    ),
+    templates=Templates(
+        prograd="a photo of a {}.",
+        coop="a photo of a {}.",
+        kgcoop="a photo of a {}.",
+    ),
+    groups=(DG_TARGET,),
+)
+
+
+@DATASET_REGISTRY.register()
+class ImageNetSketch(ImageNetTestSet):
+    """ImageNet-Sketch: black-and-white sketches of the 1,000 ImageNet classes."""
+
+    declaration = DATASET

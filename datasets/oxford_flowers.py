@@ -4,67 +4,58 @@ import os
 import random
 from collections import defaultdict
 
-from dassl.data.datasets import DATASET_REGISTRY, DatasetBase
-from yacs.config import CfgNode
+from dassl.data.datasets import DATASET_REGISTRY
 
-from .common import (
-    Layout,
-    Split,
-    SplitSizes,
-    fewshot_and_subsample,
-    make_datum,
-    read_json,
-    read_or_create_split,
-    subsample_setting,
-)
+from experiments.declarations import FEWSHOT, XD_TARGET, Dataset, Layout, SplitSizes, Templates
 
-LAYOUT = Layout(
-    name="OxfordFlowers",
-    folder="oxford_flowers",
-    contents=(
-        "jpg/image_<nnnnn>.jpg",
-        "imagelabels.mat",
-        "cat_to_name.json",
-        "split_zhou_OxfordFlowers.json",
+from .base import SplitDataset
+from .common import Split, make_datum, read_json
+
+DATASET = Dataset(
+    name="oxford_flowers",
+    display="Flowers102",
+    column=5,
+    layout=Layout(
+        name="OxfordFlowers",
+        folder="oxford_flowers",
+        contents=(
+            "jpg/image_<nnnnn>.jpg",
+            "imagelabels.mat",
+            "cat_to_name.json",
+            "split_zhou_OxfordFlowers.json",
+        ),
+        images="jpg",
+        split_file="split_zhou_OxfordFlowers.json",
+        published=SplitSizes(classes=102, train=4093, val=1633, test=2463),
     ),
-    images="jpg",
-    split_file="split_zhou_OxfordFlowers.json",
-    published=SplitSizes(classes=102, train=4093, val=1633, test=2463),
+    templates=Templates(
+        prograd="a type of flower, a photo of a {}.",
+        coop="a photo of a {}, a type of flower.",
+        kgcoop="a photo of a {}, a type of flower.",
+    ),
+    groups=(FEWSHOT, XD_TARGET),
 )
 
 
 @DATASET_REGISTRY.register()
-class OxfordFlowers(DatasetBase):
+class OxfordFlowers(SplitDataset):
     """Oxford Flowers-102: 102 flower species, named by ``cat_to_name.json``.
 
     Without the json, every class is split 50/20/30 into train/val/test from ``imagelabels.mat``
     (needs scipy).
     """
 
-    layout = LAYOUT
-    dataset_dir = LAYOUT.folder
+    declaration = DATASET
 
-    def __init__(self, cfg: CfgNode) -> None:
-        subsample_setting(cfg)  # fail on a bad value before reading any files
-        self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
-        self.image_dir = LAYOUT.image_dir(self.dataset_dir)
-        self.label_file = os.path.join(self.dataset_dir, "imagelabels.mat")
-        self.lab2cname_file = os.path.join(self.dataset_dir, "cat_to_name.json")
-        self.split_path = os.path.join(self.dataset_dir, LAYOUT.split_file)
-
-        train, val, test = read_or_create_split(
-            self.split_path, self.image_dir, LAYOUT, self.read_data
-        )
-        train, val, test = fewshot_and_subsample(self, cfg, LAYOUT, train, val, test)
-        super().__init__(train_x=train, val=val, test=test)
-
-    def read_data(self) -> tuple[Split, Split, Split]:
+    def create_split(self) -> tuple[Split, Split, Split]:
         """Split each class's images 50/20/30 after a ``random.shuffle`` (CoOp's rule)."""
-        LAYOUT.require(self.label_file, "label file")
-        lab2cname = read_json(LAYOUT.require(self.lab2cname_file, "class-name file"))
+        layout = self.layout
+        label_file = layout.require(os.path.join(self.dataset_dir, "imagelabels.mat"), "label file")
+        lab2cname_file = os.path.join(self.dataset_dir, "cat_to_name.json")
+        lab2cname = read_json(layout.require(lab2cname_file, "class-name file"))
         from scipy.io import loadmat  # only needed when the split json is absent
 
-        labels = loadmat(self.label_file)["labels"][0]
+        labels = loadmat(label_file)["labels"][0]
         # Image i (1-based, "image_00001.jpg") has the i-th 1-based label.
         impaths_by_label: dict[int, list[str]] = defaultdict(list)
         for index, label in enumerate(labels):
@@ -80,14 +71,14 @@ class OxfordFlowers(DatasetBase):
             if n_train == 0 or n_val == 0 or len(impaths) - n_train - n_val == 0:
                 raise ValueError(
                     f"OxfordFlowers: class {label} has {len(impaths)} images in "
-                    f"{self.label_file}, too few for a train/val/test split."
+                    f"{label_file}, too few for a train/val/test split."
                 )
             if str(label) not in lab2cname:
                 raise ValueError(
-                    f"OxfordFlowers: {self.lab2cname_file} has no name for label {label}; "
-                    f"re-download it as described in {LAYOUT.doc}."
+                    f"OxfordFlowers: {lab2cname_file} has no name for label {label}; "
+                    f"re-download it as described in {layout.doc}."
                 )
-            items = [make_datum(p, label - 1, lab2cname[str(label)], LAYOUT) for p in impaths]
+            items = [make_datum(p, label - 1, lab2cname[str(label)], layout) for p in impaths]
             train.extend(items[:n_train])
             val.extend(items[n_train : n_train + n_val])
             test.extend(items[n_train + n_val :])

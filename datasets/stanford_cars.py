@@ -2,69 +2,64 @@
 
 import os
 
-from dassl.data.datasets import DATASET_REGISTRY, DatasetBase
-from yacs.config import CfgNode
+from dassl.data.datasets import DATASET_REGISTRY
 
-from .common import (
-    Layout,
-    Split,
-    SplitSizes,
-    fewshot_and_subsample,
-    make_datum,
-    read_or_create_split,
-    split_trainval,
-    subsample_setting,
-)
+from experiments.declarations import FEWSHOT, XD_TARGET, Dataset, Layout, SplitSizes, Templates
 
-LAYOUT = Layout(
-    name="StanfordCars",
-    folder="stanford_cars",
-    contents=(
-        "cars_train/<id>.jpg",
-        "cars_test/<id>.jpg",
-        "devkit/cars_meta.mat",
-        "devkit/cars_train_annos.mat",
-        "cars_test_annos_withlabels.mat",
-        "split_zhou_StanfordCars.json",
+from .base import SplitDataset
+from .common import Split, make_datum, split_trainval
+
+DATASET = Dataset(
+    name="stanford_cars",
+    display="StanfordCars",
+    column=4,
+    layout=Layout(
+        name="StanfordCars",
+        folder="stanford_cars",
+        contents=(
+            "cars_train/<id>.jpg",
+            "cars_test/<id>.jpg",
+            "devkit/cars_meta.mat",
+            "devkit/cars_train_annos.mat",
+            "cars_test_annos_withlabels.mat",
+            "split_zhou_StanfordCars.json",
+        ),
+        split_file="split_zhou_StanfordCars.json",
+        published=SplitSizes(classes=196, train=6509, val=1635, test=8041),
     ),
-    split_file="split_zhou_StanfordCars.json",
-    published=SplitSizes(classes=196, train=6509, val=1635, test=8041),
+    templates=Templates(
+        prograd="a photo of a {}.",
+        coop="a photo of a {}.",
+        kgcoop="a photo of a {}.",
+    ),
+    groups=(FEWSHOT, XD_TARGET),
 )
 
 
 @DATASET_REGISTRY.register()
-class StanfordCars(DatasetBase):
+class StanfordCars(SplitDataset):
     """Stanford Cars: 196 make/model/year classes, named "<year> <make> <model>".
 
     Unlike the other datasets, the json's paths are relative to the dataset folder
-    (``cars_train/00001.jpg``), as in CoOp. Without the json the split is built from the devkit
-    ``.mat`` files (needs scipy).
+    (``cars_train/00001.jpg``; the layout has no image folder), as in CoOp. Without the json the
+    split is built from the devkit ``.mat`` files (needs scipy).
     """
 
-    layout = LAYOUT
-    dataset_dir = LAYOUT.folder
+    declaration = DATASET
 
-    def __init__(self, cfg: CfgNode) -> None:
-        subsample_setting(cfg)  # fail on a bad value before reading any files
-        self.dataset_dir = LAYOUT.dataset_dir(cfg.DATASET.ROOT)
-        self.split_path = os.path.join(self.dataset_dir, LAYOUT.split_file)
-
-        def create() -> tuple[Split, Split, Split]:
-            meta_file = os.path.join(self.dataset_dir, "devkit", "cars_meta.mat")
-            train_file = os.path.join(self.dataset_dir, "devkit", "cars_train_annos.mat")
-            test_file = os.path.join(self.dataset_dir, "cars_test_annos_withlabels.mat")
-            trainval = self.read_data("cars_train", train_file, meta_file)
-            test = self.read_data("cars_test", test_file, meta_file)
-            return (*split_trainval(trainval), test)
-
-        train, val, test = read_or_create_split(self.split_path, self.dataset_dir, LAYOUT, create)
-        train, val, test = fewshot_and_subsample(self, cfg, LAYOUT, train, val, test)
-        super().__init__(train_x=train, val=val, test=test)
+    def create_split(self) -> tuple[Split, Split, Split]:
+        """Hold out 20% of each class of the training annotations for validation."""
+        meta_file = os.path.join(self.dataset_dir, "devkit", "cars_meta.mat")
+        train_file = os.path.join(self.dataset_dir, "devkit", "cars_train_annos.mat")
+        test_file = os.path.join(self.dataset_dir, "cars_test_annos_withlabels.mat")
+        trainval = self.read_data("cars_train", train_file, meta_file)
+        test = self.read_data("cars_test", test_file, meta_file)
+        return (*split_trainval(trainval), test)
 
     def read_data(self, image_folder: str, anno_file: str, meta_file: str) -> Split:
         """Read a devkit annotation ``.mat`` file into Datum with "<year> <make> <model>" names."""
-        LAYOUT.require(anno_file, "annotation file")
-        LAYOUT.require(meta_file, "class-name file")
+        self.layout.require(anno_file, "annotation file")
+        self.layout.require(meta_file, "class-name file")
         from scipy.io import loadmat  # only needed when the split json is absent
 
         annotations = loadmat(anno_file)["annotations"][0]
@@ -76,5 +71,5 @@ class StanfordCars(DatasetBase):
             *model, year = str(class_names[label][0]).split(" ")
             classname = " ".join([year, *model])
             impath = os.path.join(self.dataset_dir, image_folder, str(annotation["fname"][0]))
-            items.append(make_datum(impath, label, classname, LAYOUT))
+            items.append(make_datum(impath, label, classname, self.layout))
         return items

@@ -6,33 +6,46 @@ The images come from the project's own generator (``datasets/tinyworld_world.py`
 (blue, green, orange and pink shapes), new classes the other 32.
 """
 
-import os
+from dassl.data.datasets import DATASET_REGISTRY
 
-from dassl.data.datasets import DATASET_REGISTRY, DatasetBase
-from yacs.config import CfgNode
+from experiments.declarations import SELF_GENERATING, Dataset, Layout, Templates
 
 from . import tinyworld_world as world
-from .common import Layout, fewshot_and_subsample, read_split, subsample_setting
+from .base import SplitDataset
+from .common import Split, read_split
 
-LAYOUT = Layout(
-    name="TinyWorld",
-    folder=world.DATASET_FOLDER,
-    contents=(f"{world.IMAGE_FOLDER}/<class>/image_*.png", world.SPLIT_FILE),
+# The generator (tinyworld_world.py) writes the folder, the images and the split file named here.
+DATASET = Dataset(
+    name="tinyworld",
+    display="TinyWorld",
+    column=16,
+    layout=Layout(
+        name="TinyWorld",
+        folder="tinyworld",
+        contents=("images/<class>/image_*.png", "split_zhou_TinyWorld.json"),
+        images="images",
+        split_file="split_zhou_TinyWorld.json",
+    ),
+    templates=Templates(
+        prograd="a photo of a {}.",
+        coop="a photo of a {}.",
+        kgcoop="a photo of a {}.",
+    ),
+    groups=(SELF_GENERATING,),
 )
 
 
 @DATASET_REGISTRY.register()
-class TinyWorld(DatasetBase):
+class TinyWorld(SplitDataset):
     """TinyWorld: 20 train, 4 val and 30 test images per class; generated when missing."""
 
-    dataset_dir = LAYOUT.folder
+    declaration = DATASET
 
-    def __init__(self, cfg: CfgNode) -> None:
-        subsample_setting(cfg)  # fail on a bad value before writing any files
-        self.dataset_dir = str(world.ensure_tinyworld(cfg.DATASET.ROOT))
-        self.image_dir = os.path.join(self.dataset_dir, world.IMAGE_FOLDER)
-        split_path = LAYOUT.require(os.path.join(self.dataset_dir, world.SPLIT_FILE), "split file")
+    def locate(self, cfg_root: str) -> str:
+        """``<DATASET.ROOT>/tinyworld``, generated first when it is missing."""
+        return str(world.ensure_tinyworld(cfg_root))
 
-        train, val, test = read_split(split_path, self.image_dir, LAYOUT)
-        train, val, test = fewshot_and_subsample(self, cfg, LAYOUT, train, val, test)
-        super().__init__(train_x=train, val=val, test=test)
+    def read_splits(self) -> tuple[Split, Split, Split]:
+        """The generated split file (it is never made here)."""
+        split_path = self.layout.require(self.split_path, "split file")
+        return read_split(split_path, self.image_dir, self.layout)

@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from experiments import catalog
+
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.90, 0.10, 0.10),
     "green": (0.10, 0.72, 0.18),
@@ -46,7 +48,11 @@ SIZES = ("small", "large")
 # Sorted like Caltech101's class folders: the labels follow this order, so base (the first half)
 # is blue, green, orange, pink and new is purple, red, white, yellow.
 CLASSNAMES = sorted(f"{colour} {shape}" for colour in COLOURS for shape in SHAPES)
-TEMPLATE = "a photo of a {}."  # the hand-crafted prompt (zero-shot CLIP, ProGrad's teacher)
+# Its declaration (datasets/tinyworld.py, read without importing Dassl): the folder, the image
+# folder and the split file this module writes, and the hand-crafted prompt (zero-shot CLIP,
+# ProGrad's teacher).
+_DECLARED = catalog.dataset_declared_in(Path(__file__).with_name("tinyworld.py"))
+TEMPLATE = _DECLARED.templates.prograd
 
 IMAGE_SIZE = 32
 _DRAW_SIZE = 64  # drawn at twice the size, then averaged down (anti-aliasing)
@@ -74,9 +80,9 @@ CAPTION_TEMPLATES = (
 FILLER_WORDS = ("a", "the", "photo", "image", "picture", "of", "this", "is", "here", "tiny", "x")
 MAX_FILLERS = 16
 
-DATASET_FOLDER = "tinyworld"
-IMAGE_FOLDER = "images"
-SPLIT_FILE = "split_zhou_TinyWorld.json"
+DATASET_FOLDER = _DECLARED.layout.folder
+IMAGE_FOLDER = _DECLARED.layout.images
+SPLIT_FILE = _DECLARED.layout.split_file
 MANIFEST = "world.json"  # what wrote the folder, checked before it is used
 GENERATOR_VERSION = 1
 DATASET_SEED = 2023

@@ -19,7 +19,7 @@ import ast
 import functools
 import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,6 +182,52 @@ def dataset_by_registry_name(name: str) -> Dataset | None:
         if dataset.layout.name == name:
             return dataset
     return None
+
+
+def dataset_declared_in(path: Path) -> Dataset:
+    """The ``DATASET`` declared by the module file ``path``, read alone (no other module)."""
+    path = Path(path).resolve()
+    declared = _read(path, path.stat().st_mtime).get("DATASET")
+    if declared is None:
+        raise CatalogError(
+            f"{path} declares no dataset; add a top-level DATASET = Dataset(...) to it"
+        )
+    return declared  # type: ignore[return-value]
+
+
+def dataset(name: str, environ: dict[str, str] | None = None) -> Dataset:
+    """The declaration of the dataset named ``name`` (its configs/datasets/<name>.yaml stem)."""
+    declared = datasets(environ)
+    if name not in declared:
+        raise CatalogError(
+            f"no dataset is declared with the name {name!r}; declared: {', '.join(declared)}. "
+            f"Declare it with DATASET = Dataset(name={name!r}, ...) in its module"
+        )
+    return declared[name]
+
+
+def source_dataset(environ: dict[str, str] | None = None) -> str:
+    """The name of the one dataset of the XD_SOURCE group (the xd protocol trains on it)."""
+    sources_found = datasets_in(declarations.XD_SOURCE, environ)
+    if len(sources_found) != 1:
+        raise CatalogError(
+            f"exactly one dataset must be in the group {declarations.XD_SOURCE!r}; found "
+            f"{len(sources_found)} ({', '.join(sources_found) or 'none'}). Fix the groups of the "
+            f"DATASET declarations"
+        )
+    return sources_found[0]
+
+
+def display_name(name: str, environ: dict[str, str] | None = None) -> str:
+    """A dataset's name in the tables ("oxford_flowers" -> "Flowers102"); unknown names as given."""
+    declared = datasets(environ).get(name)
+    return name if declared is None else declared.display
+
+
+def dataset_order(names: Iterable[str], environ: dict[str, str] | None = None) -> list[str]:
+    """The distinct ``names`` in column order: declared datasets first, then the rest by name."""
+    columns = {name: position for position, name in enumerate(datasets(environ))}
+    return sorted(set(names), key=lambda name: (columns.get(name, len(columns)), name))
 
 
 def import_all(environ: dict[str, str] | None = None) -> None:

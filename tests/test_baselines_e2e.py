@@ -11,8 +11,8 @@ from synthetic_data import write_caltech101  # noqa: E402
 from test_train_e2e import build, snapshot  # noqa: E402
 
 from trainers.clip_prompt import (  # noqa: E402
-    KGCOOP_TEMPLATES,
     load_clip,
+    template_for,
     tokenize,
     zero_shot_text_features,
 )
@@ -76,7 +76,7 @@ def test_kgcoop_ctx_init_true_is_a_photo_of_a_and_its_teacher_is_kgcoops_prompt(
         words = clip_model.token_embedding(tokenize(["a photo of a"]))[0, 1:5]
     torch.testing.assert_close(model.prompt_learner.ctx.detach(), words)
     classnames = trainer.dm.dataset.classnames
-    expected = zero_shot_text_features(clip_model, classnames, KGCOOP_TEMPLATES["Caltech101"])
+    expected = zero_shot_text_features(clip_model, classnames, template_for("Caltech101", "kgcoop"))
     torch.testing.assert_close(model.teacher_text_features, expected)
 
     before = snapshot(model)

@@ -43,13 +43,14 @@ if __package__ in (None, ""):
 os.environ.setdefault("OUTDATED_IGNORE", "1")
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
-import yaml  # noqa: E402
 from dassl.data.datasets import DATASET_REGISTRY  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import datasets  # noqa: E402,F401  (registers the datasets)
 from datasets.common import Layout, SplitEntries, image_problem, read_split_entries  # noqa: E402
+from experiments import catalog  # noqa: E402
+from experiments.declarations import SELF_GENERATING  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 PROGRESS_FROM = 2000  # images to open from which a progress bar is shown
@@ -95,24 +96,21 @@ class Report:
 
 
 def dataset_classes() -> dict[str, type]:
-    """Registry name -> dataset class, for every registered dataset with a ``layout``."""
-    classes = {}
-    for name in DATASET_REGISTRY.registered_names():
-        dataset_class = DATASET_REGISTRY.get(name)
-        if isinstance(getattr(dataset_class, "layout", None), Layout):
-            classes[name] = dataset_class
-    return classes
+    """Registry name -> registered class, for every declared dataset of DATASETS.md.
 
-
-def config_names() -> dict[str, str]:
-    """Config file name (configs/datasets/<name>.yaml) -> the DATASET.NAME it sets."""
-    names = {}
-    for path in sorted((REPO_ROOT / "configs" / "datasets").glob("*.yaml")):
-        config = yaml.safe_load(path.read_text()) or {}
-        dataset_name = config.get("DATASET", {}).get("NAME")
-        if dataset_name:
-            names[path.stem] = dataset_name
-    return names
+    The declarations (``DATASET`` in ``datasets/<name>.py``) say which datasets there are; the
+    self-generating TinyWorld is left out (it writes itself when missing).
+    """
+    declared = {
+        dataset.layout.name
+        for dataset in catalog.datasets().values()
+        if SELF_GENERATING not in dataset.groups
+    }
+    return {
+        name: DATASET_REGISTRY.get(name)
+        for name in DATASET_REGISTRY.registered_names()
+        if name in declared
+    }
 
 
 def resolve_names(requested: Sequence[str], known: dict[str, type]) -> list[str]:
@@ -125,9 +123,9 @@ def resolve_names(requested: Sequence[str], known: dict[str, type]) -> list[str]
     for name, dataset_class in known.items():
         aliases[name.lower()] = name
         aliases[dataset_class.layout.folder.lower()] = name
-    for config_name, name in config_names().items():
-        if name in known:
-            aliases[config_name.lower()] = name
+    for dataset in catalog.datasets().values():  # config names: configs/datasets/<name>.yaml
+        if dataset.layout.name in known:
+            aliases[dataset.name.lower()] = dataset.layout.name
     resolved = []
     for typed in requested:
         if typed.lower() not in aliases:

@@ -1,4 +1,5 @@
-"""CLIP loading, the hand-crafted templates, and the prompt modules (explicit arguments, no cfg).
+"""CLIP loading, the hand-crafted templates (read from the dataset declarations), and the prompt
+modules (explicit arguments, no cfg).
 
 Shape glossary:
     B      images in a batch
@@ -12,6 +13,7 @@ Shape glossary:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import io
 import os
@@ -28,51 +30,32 @@ from clip.simple_tokenizer import SimpleTokenizer
 from torch import nn
 from torch.nn import functional as F
 
+from experiments import catalog
+from experiments.declarations import DEFAULT_TEMPLATE, Templates
+
 from .frozen_image import FrozenImageEncoder
 
-# The hand-crafted prompt of each dataset: ProGrad's zero-shot teacher, the zero-shot CLIP rows,
-# and CTX_INIT=True all use it. These are the official ProGrad templates (class name last, so the
-# words before "{}." can initialise the learned context).
-TEMPLATES: dict[str, str] = {
-    "OxfordPets": "a type of pet, a photo of a {}.",
-    "OxfordFlowers": "a type of flower, a photo of a {}.",
-    "FGVCAircraft": "a type of aircraft, a photo of a {}.",
-    "DescribableTextures": "a texture of {}.",
-    "EuroSAT": "a centered satellite photo of {}.",
-    "StanfordCars": "a photo of a {}.",
-    "Food101": "a type of food, a photo of {}.",
-    "SUN397": "a photo of a {}.",
-    "Caltech101": "a photo of a {}.",
-    "UCF101": "a photo of a person doing {}.",
-    "ImageNet": "a photo of a {}.",
-    "ImageNetSketch": "a photo of a {}.",
-    "ImageNetV2": "a photo of a {}.",
-    "ImageNetA": "a photo of a {}.",
-    "ImageNetR": "a photo of a {}.",
-    "TinyWorld": "a photo of a {}.",  # the project's procedural world (datasets/tinyworld.py)
-}
-DEFAULT_TEMPLATE = "a photo of a {}."
-# KgCoOp's hand-crafted prompts, its teacher (official code, trainers/kgcoop.py CUSTOM_TEMPLATES:
-# CoOp's zero-shot templates, with "a photo of a {}, a type of texture." for DTD): the class name
-# first where ProGrad's put it last.
-KGCOOP_TEMPLATES: dict[str, str] = {
-    **TEMPLATES,
-    "OxfordPets": "a photo of a {}, a type of pet.",
-    "OxfordFlowers": "a photo of a {}, a type of flower.",
-    "FGVCAircraft": "a photo of a {}, a type of aircraft.",
-    "DescribableTextures": "a photo of a {}, a type of texture.",
-    "Food101": "a photo of {}, a type of food.",
-}
+# The kinds of hand-crafted prompt a dataset declares (experiments.declarations.Templates).
+TEMPLATE_KINDS = tuple(field.name for field in dataclasses.fields(Templates))
 
 _tokenizer = SimpleTokenizer()
 
 
-def template_for(dataset_name: str, templates: dict[str, str] = TEMPLATES) -> str:
-    """The hand-crafted template of a dataset ("a photo of a {}." for datasets we do not know).
+def template_for(dataset_name: str, kind: str = "prograd") -> str:
+    """The hand-crafted template of a dataset, as its module declares it (``DATASET.templates``).
 
-    `templates`: TEMPLATES (ProGrad's, the default) or KGCOOP_TEMPLATES.
+    Args:
+        dataset_name: the Dassl registry name (DATASET.NAME, e.g. "OxfordPets"); a dataset that
+            declares none (e.g. a user's own) gets DEFAULT_TEMPLATE, "a photo of a {}.".
+        kind: "prograd" (ProGrad's teacher, the zero-shot rows, CTX_INIT True), "coop" (CoOp's
+            zero-shot templates) or "kgcoop" (KgCoOp's teacher).
     """
-    return templates.get(dataset_name, DEFAULT_TEMPLATE)
+    if kind not in TEMPLATE_KINDS:
+        raise ValueError(
+            f"template kind {kind!r} is not known; use one of {', '.join(TEMPLATE_KINDS)}"
+        )
+    dataset = catalog.dataset_by_registry_name(dataset_name)
+    return DEFAULT_TEMPLATE if dataset is None else getattr(dataset.templates, kind)
 
 
 def template_context_words(template: str) -> str:

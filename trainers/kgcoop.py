@@ -2,7 +2,7 @@
 plus W · (1 − mean cos) between the learned and the hand-crafted prompts' text features.
 
 As the official code (htyao89/KgCoOp, trainers/kgcoop.py):
-- the hand-crafted prompts are KgCoOp's (`KGCOOP_TEMPLATES`), their text features computed once;
+- the hand-crafted prompts are KgCoOp's (`templates.kgcoop`), their text features computed once;
 - `TRAINER.COOP.CTX_INIT True` starts the context from "a photo of a" (4 vectors, whatever
   N_CTX and the dataset), where ProGrad's configs start from the dataset's template;
 - the checkpoint is CoOp's (`prompt_learner/model.pth.tar-N`, key `ctx`): the official
@@ -21,7 +21,7 @@ from dassl.engine import TRAINER_REGISTRY
 from experiments.declarations import ConfigKey, Defaults, FixedEpochs, Method, PromptKeys
 
 from .baseline_steps import KgCoOpStep, kgcoop_gradients
-from .clip_prompt import KGCOOP_TEMPLATES, count_tokens, template_for, zero_shot_text_features
+from .clip_prompt import count_tokens, template_for, zero_shot_text_features
 from .coop import CoOp, context_init
 
 METHOD = Method(
@@ -81,7 +81,7 @@ class KgCoOp(CoOp):
         return context_init(cfg)
 
     def teacher_text_features(self, clip_model, classnames: list[str]) -> torch.Tensor:
-        template = template_for(self.cfg.DATASET.NAME, KGCOOP_TEMPLATES)
+        template = template_for(self.cfg.DATASET.NAME, "kgcoop")
         print(f'KgCoOp hand-crafted prompt: "{template}" (W = {self.cfg.TRAINER.COOP.W})')
         return zero_shot_text_features(clip_model, classnames, template, self.device)
 
