@@ -28,6 +28,7 @@ from yacs.config import CfgNode as CN  # noqa: E402
 
 import datasets  # noqa: E402,F401  (registers the datasets)
 from experiments import catalog  # noqa: E402
+from experiments.run_record import method_name, recorded_run  # noqa: E402
 from trainers import config  # noqa: E402
 from trainers.inputs import check_paths, error_text, merge_config_file, merge_options  # noqa: E402
 
@@ -148,13 +149,16 @@ def main(args: argparse.Namespace) -> None:
     if args.env_info:
         print(f"** System info **\n{collect_env_info()}\n")
 
-    trainer = seed_and_build(cfg)
-    if args.eval_only:
-        trainer.load_model(args.model_dir, epoch=args.load_epoch)
-        trainer.test()
-        return
-    if not args.no_train:
-        trainer.train()
+    # run.json: "running" now, then "finished" with the final test's accuracy, or "failed".
+    method = method_name(cfg.TRAINER.NAME, cfg)
+    with recorded_run(cfg, args, method) as run:
+        trainer = run.watch(seed_and_build(cfg))
+        if args.eval_only:
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            trainer.test()
+            return
+        if not args.no_train:
+            trainer.train()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README
 from synthetic_data import write_caltech101  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
+from experiments.run_record import read_record  # noqa: E402
 from train import build_parser, seed_and_build, setup_cfg  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +161,11 @@ def test_train_then_eval_only_reproduces_accuracy(tmp_path, data_root, tiny_clip
     assert {"prograd/conflict_share", "prograd/mean_cosine", "prograd/mean_removed_norm"} <= tags
     assert [e.step for e in events.Scalars("prograd/conflict_share")] == [1, 2]
     trained = accuracy(log)
+    record = read_record(out)  # run.json says what the run is and how it ended
+    assert (record.status, record.method, record.dataset, record.shots, record.seed) == (
+        "finished", "ProGrad", "caltech101", 4, 1,
+    )  # fmt: skip
+    assert round(record.accuracy, 2) == trained
 
     eval_out = tmp_path / "eval"
     flags = ("--eval-only", "--model-dir", str(out), "--load-epoch", "2")
