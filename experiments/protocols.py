@@ -4,7 +4,7 @@ Every part that needs a protocol reads it from here:
 - ``scripts/common.sh``: its functions (``run_fewshot``, ``run_base2new_train``, ...) call
   ``python3 tools/protocols.py run FUNCTION ...``, which prints (DRY_RUN) or runs the commands;
 - ``tools/sweep.py``: the same runs, submitted to Slurm or to a local pool;
-- ``tools/results.py``: the directory layouts (:func:`classify`) and finished-ness
+- ``experiments/results.py``: the directory layouts (:func:`classify`) and finished-ness
   (:func:`parse_log`).
 
 A *method* is a row of the paper's tables (:data:`METHODS`): the Dassl trainer it runs, fixed
@@ -41,10 +41,6 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-if __package__ in (None, ""):
-    # Run as a file (python3 tools/protocols.py): make the repository root importable.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # ----------------------------------------------------------------------------------------------
 # Datasets
@@ -254,7 +250,7 @@ def method_named(name: str) -> Method:
     if name not in METHODS:
         raise ProtocolError(
             f"unknown method {name!r}; known methods: {', '.join(METHODS)} "
-            "(each is one entry of METHODS in tools/protocols.py)."
+            "(each is one entry of METHODS in experiments/protocols.py)."
         )
     return METHODS[name]
 
@@ -1018,8 +1014,8 @@ def execute(plan: Plan, settings: Settings) -> None:
 
 
 def _run_locked(run: Run) -> None:
-    """Runs one command under its run directory's lock (see tools/run_lock.py)."""
-    from tools.run_lock import RunLock  # only real runs need it
+    """Runs one command under its run directory's lock (see experiments/locks.py)."""
+    from experiments.locks import RunLock  # only real runs need it
 
     lock = RunLock(run.run_dir)
     if not lock.acquire():

@@ -13,10 +13,10 @@ read from the environment as by the run scripts):
         local: [--workers N]   (default: one per visible GPU, each seeing only its GPU; 1 on CPU)
     python tools/sweep.py status [OUTPUT]
 
-The runs, their directories and what counts as finished come from tools/protocols.py, the
+The runs, their directories and what counts as finished come from experiments/protocols.py, the
 definition the run scripts and the tables tool use. A finished run is never submitted again,
 an unfinished one resumes where it stopped, and each run trains under a lock (see
-tools/sweep_jobs.py). Everything is checked before anything is submitted. Each submission
+experiments/sweep_jobs.py). Everything is checked before anything is submitted. Each submission
 keeps its record in ``$OUTPUT/.sweeps/<time>-<protocol>/``: manifest.json, submitit's job
 folders and logs, failure records and the runs' stderr.
 """
@@ -38,12 +38,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, astuple, dataclass, field, replace
 from pathlib import Path
 
-if __package__ in (None, ""):
-    # Run as a file (python tools/sweep.py): make the repository root importable.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tools import protocols  # noqa: E402
-from tools.protocols import (  # noqa: E402
+from experiments import protocols
+from experiments.locks import LOCK_NAME, live_holder, process_alive, process_start
+from experiments.protocols import (
     DG_TARGETS,
     FEWSHOT_DATASETS,
     METHODS,
@@ -55,7 +52,6 @@ from tools.protocols import (  # noqa: E402
     classify,
     is_finished,
 )
-from tools.run_lock import LOCK_NAME, live_holder, process_alive, process_start  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ".sweeps"
@@ -326,7 +322,7 @@ def run_states(sweeps: Sequence[Sweep], extra_runs: Sequence[Run] = ()) -> list[
     sweep will get to it; failed: it stopped without finishing (a failure record says why);
     new: nothing will run it (never started, or its job ended before reaching it).
     """
-    from tools.sweep_jobs import read_failure  # needs submitit; only sweeps import it
+    from experiments.sweep_jobs import read_failure  # needs submitit; only sweeps import it
 
     slurm_jobs = [job for sweep in sweeps if sweep.cluster == "slurm" for job in sweep.jobs]
     slurm = slurm_alive(slurm_jobs) if slurm_jobs else set()
@@ -541,7 +537,7 @@ def describe_executor(cluster: str, options: dict, units: int) -> str:
 def submit_slurm(sweep: Sweep, options: dict) -> None:
     import submitit
 
-    from tools.sweep_jobs import UnitJob
+    from experiments.sweep_jobs import UnitJob
 
     executor = submitit.SlurmExecutor(
         folder=sweep.folder / "jobs" / "%j", max_num_timeout=MAX_REQUEUES
@@ -573,7 +569,7 @@ def submit_slurm(sweep: Sweep, options: dict) -> None:
 def submit_local(sweep: Sweep, options: dict) -> None:
     import submitit
 
-    from tools.sweep_jobs import PoolWorker
+    from experiments.sweep_jobs import PoolWorker
 
     gpus = options["gpus"]
     threads = None if gpus else max(1, (os.cpu_count() or 1) // options["workers"])
@@ -713,7 +709,7 @@ def submit(args: argparse.Namespace) -> int:
     folder.mkdir(parents=True)
     sweep = Sweep(folder, protocol, cluster, to_submit, created=time.time())
     sweep.save()
-    os.chdir(REPO_ROOT)  # the jobs import tools.* and run train.py from here
+    os.chdir(REPO_ROOT)  # the jobs import experiments.* and run train.py from here
     (submit_slurm if cluster == "slurm" else submit_local)(sweep, options)
     print(f"submitted {sum(len(u) for u in to_submit)} runs in {len(to_submit)} unit(s) to "
           f"{describe_executor(cluster, options, len(to_submit))}")  # fmt: skip
