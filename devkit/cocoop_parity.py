@@ -48,11 +48,10 @@ def opts(work: Path, args: argparse.Namespace) -> list[str]:
 
 def prepare(work: Path, arch: str, classes: int) -> None:
     """The shared input: tiny CLIP, synthetic Caltech101, starting prompt-learner checkpoint."""
-    sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]
     import torch
-    from synthetic_data import write_caltech101
-    from tiny_clip import write_tiny_clip
 
+    from devkit.synthetic_data import write_caltech101
+    from devkit.tiny_clip import write_tiny_clip
     from trainers.clip_prompt import load_clip
     from trainers.cocoop_prompt import CoCoOpPromptLearner
     from trainers.dassl_compat import without_token_buffers

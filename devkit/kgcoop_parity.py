@@ -8,7 +8,7 @@ its clip/ package; none of its code is part of this repository, it is imported f
 Both trainers are built the same way, without a dataset: a Dassl trainer object whose
 `build_model()` runs (theirs: their PromptLearner, CustomCLIP, optimizer; ours: the same through
 our layers), on the same tiny random CLIP checkpoint in OpenAI's format (`--clip`, default: one
-written by tests/tiny_clip.py), the same config (fp32, SGD from Dassl's `build_optimizer`,
+written by devkit/tiny_clip.py), the same config (fp32, SGD from Dassl's `build_optimizer`,
 CTX_INIT True, W), the same class names, then `forward_backward` on the same batches of random
 images (no augmentation) and labels. Their side runs in a subprocess, so that their modules (and
 their `KgCoOp` registry entry, their `clip` package) never meet ours. Two adaptations to a CPU
@@ -144,8 +144,6 @@ def official_worker(args: argparse.Namespace) -> None:
 
 
 def our_trainer(clip_file: str, weight: float, lr: float):
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     from trainers.kgcoop import KgCoOp
 
     return headless_trainer(KgCoOp, parity_cfg(clip_file, weight, lr))
@@ -164,8 +162,7 @@ def compare(
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         if clip_file is None:
-            sys.path.insert(0, str(ROOT / "tests"))
-            from tiny_clip import write_tiny_clip
+            from devkit.tiny_clip import write_tiny_clip
 
             clip_file = str(write_tiny_clip(folder / "tiny_rn.pt", "RN"))
         generator = torch.Generator().manual_seed(0)

@@ -35,18 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):
-    # Run as a file (python tools/demo.py): make the repository root importable.
-    sys.path.insert(0, str(REPO_ROOT))
-# The random tiny CLIP is the test suite's helper (tests/tiny_clip.py): one copy for both.
-sys.path.insert(0, str(REPO_ROOT / "tests"))
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # clip's own import
 
 import yaml  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
-from tools.plot_curves import load_curves, plot_curves  # noqa: E402
-from tools.results import (  # noqa: E402
+from experiments.plots import load_curves, plot_curves  # noqa: E402
+from experiments.results import (  # noqa: E402
     ZERO_SHOT,
     Setting,
     Stat,
@@ -168,7 +163,9 @@ def configured_clip() -> Path:
 
 def ensure_random_clip(workdir: Path) -> Path:
     """A tiny random CLIP (ViT, 32x32 input) in OpenAI's format, written on the first call."""
-    from tiny_clip import write_tiny_clip  # imports torch and CLIP: only this mode needs them
+    # The test suite's helper (one copy for both); it imports torch and CLIP: only this mode
+    # needs them.
+    from devkit.tiny_clip import write_tiny_clip
 
     path = workdir / "clip" / "tiny_random_ViT.pt"
     if path.is_file():

@@ -38,9 +38,6 @@ from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):
-    # Run as a file (python tools/pretrain_tiny_clip.py): make the repository root importable.
-    sys.path.insert(0, str(REPO_ROOT))
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # clip's own import
 os.environ.setdefault("OUTDATED_IGNORE", "1")  # datasets/ imports Dassl, which imports wilds
 
