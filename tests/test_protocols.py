@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tools import protocols, results
-from tools.protocols import (
+from experiments import protocols, results
+from experiments.protocols import (
     METHODS,
     Defaults,
     Method,

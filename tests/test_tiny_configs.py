@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
 
-from tools.protocols import METHODS  # noqa: E402
+from experiments.protocols import METHODS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FEWSHOT_METHODS = sorted(name for name, method in METHODS.items() if "fewshot" in method.defaults)
