@@ -1,4 +1,5 @@
-"""tools/plot_curves.py: a run's curves from tensorboard events or log.txt, drawn into a PNG."""
+"""experiments/plots.py (tools/plot_curves.py): a run's curves from tensorboard events or
+log.txt, drawn into a PNG."""
 
 from __future__ import annotations
 

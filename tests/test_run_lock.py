@@ -1,4 +1,4 @@
-"""The per-run lock (tools/run_lock.py): one holder at a time, a dead holder never blocks."""
+"""The per-run lock (experiments/locks.py): one holder at a time, a dead holder never blocks."""
 
 from __future__ import annotations
 

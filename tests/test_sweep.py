@@ -1,7 +1,7 @@
 """tools/sweep.py: the runs it plans, its checks, and real sweeps on Slurm and the local pool.
 
 The slow tests run real train.py jobs (tiny CLIP, synthetic Caltech101, CPU): on a throwaway
-single-node Slurm cluster (tests/slurm_cluster.py; skipped where Slurm is not installed) and in
+single-node Slurm cluster (devkit/slurm_cluster.py; skipped where Slurm is not installed) and in
 submitit's local executor.
 """
 
