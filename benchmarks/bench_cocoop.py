@@ -40,22 +40,14 @@ import io
 import json
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import _root  # noqa: F401  (the repository root on sys.path)
 import torch
 import torch.nn.functional as F
-from clip.model import CLIP
-from tabulate import tabulate
-
-ROOT = Path(__file__).resolve().parents[1]
-for path in (ROOT, ROOT / "benchmarks"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from bench_step import (  # noqa: E402
+from bench_step import (
     BACKBONES,
     CPU_MEMORY_METHOD,
     CUDA_MEMORY_METHOD,
@@ -74,11 +66,13 @@ from bench_step import (  # noqa: E402
     synchronize,
     synthetic_classnames,
 )
+from clip.model import CLIP
+from tabulate import tabulate
 
-from trainers.clip_prompt import eot_positions, zero_shot_text_features  # noqa: E402
-from trainers.cocoop_prompt import CoCoOpCLIP, CoCoOpPromptLearner  # noqa: E402
-from trainers.precision import Precision  # noqa: E402
-from trainers.steps import coop_gradients, prograd_gradients  # noqa: E402
+from trainers.clip_prompt import eot_positions, zero_shot_text_features
+from trainers.cocoop_prompt import CoCoOpCLIP, CoCoOpPromptLearner
+from trainers.precision import Precision
+from trainers.steps import coop_gradients, prograd_gradients
 
 N_CTX = 4
 INIT_WORDS = "a photo of a"  # vit_b16_c4_ep10_batch1_ctxv1, CoCoOp's base-to-new config

@@ -59,6 +59,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import _root  # noqa: F401  (the repository root on sys.path)
 import torch
 import torch.nn.functional as F
 from clip.model import CLIP, convert_weights
@@ -67,12 +68,8 @@ from torch import nn
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from trainers.baseline_steps import distillation_gradients, kgcoop_gradients  # noqa: E402
-from trainers.clip_prompt import (  # noqa: E402
+from trainers.baseline_steps import distillation_gradients, kgcoop_gradients
+from trainers.clip_prompt import (
     CustomCLIP,
     PromptLearner,
     ReferenceTextEncoder,
@@ -80,9 +77,9 @@ from trainers.clip_prompt import (  # noqa: E402
     eot_positions,
     zero_shot_text_features,
 )
-from trainers.frozen_image import FrozenImageEncoder  # noqa: E402
-from trainers.precision import Precision  # noqa: E402
-from trainers.steps import coop_gradients, prograd_gradients  # noqa: E402
+from trainers.frozen_image import FrozenImageEncoder
+from trainers.precision import Precision
+from trainers.steps import coop_gradients, prograd_gradients
 
 # The hyper-parameters OpenAI's build_model infers from the real checkpoints.
 BACKBONES: dict[str, dict] = {

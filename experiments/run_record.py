@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.protocols import backbone_of
+
 FORMAT_VERSION = 1
 FILE_NAME = "run.json"
 ROOT = Path(__file__).resolve().parents[1]  # the repository holding train.py
@@ -524,20 +526,11 @@ def recorded_run(cfg: Any, args: Any, method: str) -> Iterator[RecordedRun]:
 # The tables' side
 
 
-def _backbone_of(config: str) -> str:
-    # The tables' own rule (rn50_ep50 -> rn50); tools/protocols.py moves to experiments/.
-    try:
-        from experiments.protocols import backbone_of  # type: ignore[attr-defined]
-    except ImportError:
-        from tools.protocols import backbone_of
-    return backbone_of(config)
-
-
 def table_backbone(record: RunRecord) -> str:
     """The tables' backbone of a run: the config name without its epochs ("rn50") for OpenAI's
     weights, "rn50 [RN50 (file 0123456789ab)]" for a file, so runs of different backbones never
     share a table."""
-    backbone = _backbone_of(record.config)
+    backbone = backbone_of(record.config)
     return f"{backbone} [{record.backbone.identity}]" if record.backbone.path else backbone
 
 

@@ -3,8 +3,9 @@
 # Each protocol function prints or runs one `python train.py ...` per seed. Run the scripts from
 # the repository root. The protocols themselves (methods, datasets, epochs by shots, λ per
 # dataset and shots, run directories, what counts as a finished run) are defined once, in
-# tools/protocols.py, which these functions call; tools/sweep.py and the tables tool use the
-# same definitions. Settings come from environment variables, defaulting to the paper:
+# experiments/protocols.py, which these functions call through tools/protocols.py; tools/sweep.py
+# and the tables tool use the same definitions. Settings come from environment variables,
+# defaulting to the paper:
 #
 #   DATA     datasets root (required, unless every dataset of the command writes itself, such
 #            as tinyworld: then <repository>/data; CoOp's DATASETS.md layout)
@@ -42,7 +43,8 @@ note() {
     printf '%s\n' "$*" >&2
 }
 
-# Runs a protocol function of tools/protocols.py with this script's environment.
+# Runs a protocol function of experiments/protocols.py (through the command tools/protocols.py)
+# with this script's environment.
 run_protocol() {  # FUNCTION ARGS...
     [[ -f train.py && -d configs ]] \
         || die "no train.py and configs/ in $(pwd); run the scripts from the repository root," \

@@ -1,22 +1,16 @@
 """Shared fixtures: tiny CLIP checkpoints written once per session."""
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("OUTDATED_IGNORE", "1")  # no version check on import of Dassl's wilds
 
-ROOT = Path(__file__).resolve().parents[1]
-for path in (ROOT, ROOT / "tests"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from tiny_clip import write_tiny_clip  # noqa: E402
+from devkit.tiny_clip import write_tiny_clip  # noqa: E402
 
 # With PROGRAD_REQUIRE_DASSL set, a test skipped for want of Dassl fails the run (.ci/run).
-pytest_plugins = ["require_dassl"]
+pytest_plugins = ["devkit.require_dassl"]
 
 
 @pytest.fixture(scope="session")

@@ -17,11 +17,11 @@ import pytest
 import torch
 
 pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
-from disk import changed_or_removed, snapshot  # noqa: E402
-from synthetic_data import write_caltech101, write_imagenet  # noqa: E402
 from yacs.config import CfgNode as CN  # noqa: E402
 
 import train  # noqa: E402
+from devkit.disk import changed_or_removed, snapshot  # noqa: E402
+from devkit.synthetic_data import write_caltech101, write_imagenet  # noqa: E402
 from trainers.clip_prompt import ReferenceTextEncoder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

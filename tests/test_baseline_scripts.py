@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_scripts import FAKE_TRAIN_PY, commands, option, run_script
 
-from tools.protocols import DG_TARGETS
-from tools.results import aggregate, collect_runs, fewshot_comparison_tables
+from devkit.script_runs import FAKE_TRAIN_PY, commands, option, run_script
+from experiments.protocols import DG_TARGETS
+from experiments.results import aggregate, collect_runs, fewshot_comparison_tables
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {
@@ -26,9 +26,10 @@ SCRIPTS = {
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """A repository copy with the scripts, tools, the real configs and a placeholder train.py."""
+    """A repository copy with the scripts, tools, experiments, the real configs and a placeholder
+    train.py."""
     root = tmp_path / "repo"
-    for folder in ("scripts", "tools", "configs"):
+    for folder in ("scripts", "tools", "experiments", "configs"):
         shutil.copytree(
             REPO_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__")
         )
@@ -112,7 +113,7 @@ def test_a_real_linear_probe_run_through_its_script_lands_in_the_tables(tmp_path
     """scripts/linearprobeclip/main.sh with the real train.py: a finished run in the output tree
     that the script then skips and the tables tool reads as the LinearProbeCLIP row."""
     pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
-    from synthetic_data import write_caltech101
+    from devkit.synthetic_data import write_caltech101
 
     data = write_caltech101(tmp_path / "data", num_classes=4, images_per_class=10)
     output = tmp_path / "output"
@@ -145,8 +146,8 @@ def test_an_xd_sweep_evaluates_the_linear_probe_on_imagenets_variants_only():
     """tools/sweep.py xd: LinearProbeCLIP's ImageNet probe is evaluated on the variants, and the
     other targets are left out with a note (a probe classifies only its own classes)."""
     pytest.importorskip("submitit", reason="submitit is not installed")
-    from tools import sweep as sweep_tool
-    from tools.protocols import Settings
+    from experiments import sweep as sweep_tool
+    from experiments.protocols import Settings
 
     settings = Settings(data="/d", output="/o", dry_run=True, seeds=(1,))
     units, notes = sweep_tool.plan_sweep(

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
-from synthetic_data import write_caltech101  # noqa: E402
-from test_train_e2e import build, snapshot  # noqa: E402
-
+from devkit.synthetic_data import write_caltech101  # noqa: E402
+from devkit.train_runs import build, snapshot  # noqa: E402
 from trainers.clip_prompt import (  # noqa: E402
     load_clip,
     template_for,

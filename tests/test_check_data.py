@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 
 pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
-from disk import snapshot  # noqa: E402
-from synthetic_data import TEST_ONLY, WRITERS, imagenet_classes, write_dataset  # noqa: E402
-
 import tools.check_data as check_data  # noqa: E402
 from datasets.common import SplitSizes  # noqa: E402
+from devkit.disk import snapshot  # noqa: E402
+from devkit.synthetic_data import TEST_ONLY, WRITERS, imagenet_classes, write_dataset  # noqa: E402
 from tools.sort_imagenet_val import main as sort_val  # noqa: E402
 
 ALL = list(WRITERS)

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
-from test_train_e2e import accuracy, build, cli_args, run_train_py, snapshot  # noqa: E402
-
 import train  # noqa: E402
+from devkit.train_runs import accuracy, build, cli_args, run_train_py, snapshot  # noqa: E402
 from trainers.clip_prompt import ReferenceTextEncoder  # noqa: E402
 from trainers.prograd_ops import cross_entropy_loss, kl_to_teacher_loss  # noqa: E402
 from trainers.steps import prograd_rule  # noqa: E402
@@ -32,7 +31,7 @@ FAST = ("TRAINER.COCOOP.PREC", "fp32", "DATALOADER.TRAIN_X.BATCH_SIZE", "2", "OP
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    from synthetic_data import write_caltech101
+    from devkit.synthetic_data import write_caltech101
 
     return write_caltech101(tmp_path_factory.mktemp("data"), num_classes=4, images_per_class=8)
 

@@ -21,7 +21,7 @@ def test_same_steps_logits_and_checkpoints_as_the_coop_repository(arch, batch):
     """Several SGD steps from the same checkpoint on the same batches: parameters equal to fp32
     rounding (far below how far they moved), same logits; each side evaluates the other's
     checkpoint as its own."""
-    from tools.cocoop_parity import run_parity
+    from devkit.cocoop_parity import run_parity
 
     figures = run_parity(Path(COOP_REPO), arch=arch, steps=6, batch=batch)
     for name, moved in figures["relative_distance_travelled"].items():

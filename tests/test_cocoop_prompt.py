@@ -6,10 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from clip.model import CLIP
-from test_text_encoder import CLASSNAMES  # 1 to 7 BPE tokens: different end-of-text positions
-from tiny_clip import build_tiny_clip
 
 import trainers.cocoop_prompt as cocoop_prompt
+from devkit.tiny_clip import CLASSNAMES, build_tiny_clip
 from trainers.clip_prompt import ReferenceTextEncoder, tokenize
 from trainers.cocoop_prompt import CoCoOpCLIP, CoCoOpPromptLearner
 

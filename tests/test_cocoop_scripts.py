@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_parse_results import eval_log, training_log, write
 
-from tools.results import aggregate, base2new_tables, collect_runs
+from devkit.logs import eval_log, training_log, write
+from experiments.results import aggregate, base2new_tables, collect_runs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CFG = "vit_b16_c4_ep10_batch1_ctxv1"

@@ -15,13 +15,6 @@ from dassl.config import get_cfg_default  # noqa: E402
 from dassl.data import DataManager  # noqa: E402
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum, build_dataset  # noqa: E402
 from dassl.utils import set_random_seed  # noqa: E402
-from synthetic_data import (  # noqa: E402
-    TEST_ONLY,
-    WRITERS,
-    expected_classnames,
-    expected_split_sizes,
-    write_dataset,
-)
 
 import datasets  # noqa: E402, F401  (registers the 15 datasets)
 from datasets.common import (  # noqa: E402
@@ -30,6 +23,13 @@ from datasets.common import (  # noqa: E402
     read_split,
     save_split,
     subsample_classes,
+)
+from devkit.synthetic_data import (  # noqa: E402
+    TEST_ONLY,
+    WRITERS,
+    expected_classnames,
+    expected_split_sizes,
+    write_dataset,
 )
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
 
-from tools.demo import main, script_environment  # noqa: E402
+from devkit.demo import main, script_environment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = ["--shots", "1", "--epochs", "1", "--base2new-shots", "1", "--base2new-epochs", "1",
@@ -113,7 +113,7 @@ def test_bad_arguments_are_refused_before_anything_is_written(arguments, message
 
 def test_random_clip_mode_writes_its_clip_and_passes_it_to_every_script(tmp_path):
     """--clip random: a tiny random CLIP in the workdir, given to train.py via EXTRA_OPTS."""
-    from tools.demo import DemoSettings, ensure_random_clip, prepare_workdir
+    from devkit.demo import DemoSettings, ensure_random_clip, prepare_workdir
 
     workdir = tmp_path / "demo_output"
     prepare_workdir(workdir, DemoSettings("random"))

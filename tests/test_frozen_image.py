@@ -5,8 +5,8 @@ import contextlib
 import pytest
 import torch
 from clip.model import VisionTransformer, build_model
-from tiny_clip import IMAGE_SIZE, REAL_WIDTHS, build_clip_with_real_widths, build_tiny_clip
 
+from devkit.tiny_clip import IMAGE_SIZE, REAL_WIDTHS, build_clip_with_real_widths, build_tiny_clip
 from trainers.frozen_image import FrozenImageEncoder
 
 ARCHS = ["RN", "ViT"]

@@ -22,7 +22,7 @@ def test_same_steps_as_the_official_code_with_an_fp32_teacher():
     """fp32 everywhere: after each of 6 steps the contexts agree to fp32 rounding (1e-5 of their
     size), the losses to 1e-5, and the context moved a lot more than that; each side's
     checkpoint loads through the other's load_model to its exact context."""
-    from tools.kgcoop_parity import compare
+    from devkit.kgcoop_parity import compare
 
     report = compare(OFFICIAL, steps=6, teacher="fp32")
     assert max(report["relative_context_difference"]) < 1e-5
@@ -34,7 +34,7 @@ def test_same_steps_as_the_official_code_with_an_fp32_teacher():
 
 def test_official_fp16_teacher_differs_only_by_fp16_rounding():
     """As the official code runs (its teacher CLIP in fp16): contexts within 5e-3 of their size."""
-    from tools.kgcoop_parity import compare
+    from devkit.kgcoop_parity import compare
 
     report = compare(OFFICIAL, steps=3, teacher="fp16")
     assert max(report["relative_context_difference"]) < 5e-3

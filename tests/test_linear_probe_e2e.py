@@ -8,10 +8,9 @@ import pytest
 import torch
 
 pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
-from synthetic_data import write_caltech101, write_imagenet, write_imagenet_a  # noqa: E402
-from test_train_e2e import build  # noqa: E402
-from tiny_clip import write_tiny_clip  # noqa: E402
-
+from devkit.synthetic_data import write_caltech101, write_imagenet, write_imagenet_a  # noqa: E402
+from devkit.tiny_clip import write_tiny_clip  # noqa: E402
+from devkit.train_runs import build  # noqa: E402
 from trainers.frozen_image import FrozenImageEncoder  # noqa: E402
 
 LP_YAML = "configs/trainers/LinearProbeCLIP/rn50.yaml"

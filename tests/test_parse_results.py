@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tools.parse_results import main
-from tools.protocols import default_variant
-from tools.results import (
+from devkit.logs import eval_log, training_log, write
+from experiments.protocols import default_variant
+from experiments.results import (
     MISSING,
     Setting,
     aggregate,
@@ -28,62 +28,10 @@ from tools.results import (
     transfer_tables,
     zeroshot_table,
 )
+from tools.parse_results import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VARIANT = "nctx16_cscFalse_ctpend"
-
-
-def result_block(accuracy: float, total: int = 1000) -> str:
-    """The evaluator's block exactly as dassl.evaluation.Classification prints it."""
-    correct = round(total * accuracy / 100)
-    return (
-        "=> result\n"
-        f"* total: {total:,}\n"
-        f"* correct: {correct:,}\n"
-        f"* accuracy: {accuracy:.1f}%\n"
-        f"* error: {100 - accuracy:.1f}%\n"
-        f"* macro_f1: {accuracy - 1:.1f}%\n"
-    )
-
-
-def training_log(
-    accuracy: float | None, marker: str = "Finish training", validation: float | None = None
-) -> str:
-    """A training run's log; ``accuracy=None`` stops it before training ends."""
-    text = (
-        "Setting fixed seed: 1\n***************\n** Arguments **\n***************\n"
-        "eval_only: False\nLoading trainer: ProGrad\nBuilding transform_train\n"
-        "No checkpoint found, train from scratch\n"
-        "epoch [1/50] batch [5/5] time 0.1 (0.2) data 0.0 (0.1) loss 1.2 (1.3) acc 60.0 (55.0) "
-        "lr 2.0000e-03 eta 0:00:30\n"
-    )
-    if validation is not None:
-        text += "Evaluate on the *val* set\n" + result_block(validation)
-    if accuracy is None:
-        return text
-    return (
-        text
-        + f"{marker}\nDeploy the last-epoch model\nEvaluate on the *test* set\n"
-        + result_block(accuracy)
-        + "Elapsed: 0:01:02\n"
-    )
-
-
-def eval_log(accuracy: float | None) -> str:
-    """An --eval-only run's log; ``accuracy=None`` stops it before the result."""
-    text = (
-        "eval_only: True\nLoading trainer: ProGrad\nLoading weights to prompt_learner from "
-        '"x/prompt_learner/model.pth.tar-50" (epoch = 50)\nEvaluate on the *test* set\n'
-    )
-    return text if accuracy is None else text + result_block(accuracy)
-
-
-def write(run_dir: Path, text: str, name: str = "log.txt") -> Path:
-    """Writes a log file into a run directory."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / name
-    path.write_text(text)
-    return path
 
 
 def fewshot_dir(

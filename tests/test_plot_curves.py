@@ -1,4 +1,5 @@
-"""tools/plot_curves.py: a run's curves from tensorboard events or log.txt, drawn into a PNG."""
+"""experiments/plots.py (tools/plot_curves.py): a run's curves from tensorboard events or
+log.txt, drawn into a PNG."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.plot_curves import load_curves, main, parse_log
+from experiments.plots import load_curves, main, parse_log
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -20,7 +21,7 @@ PROGRAD_PANELS = ["ProGrad: conflicting steps (%)", "ProGrad: mean cos(g_ce, g_k
 def prograd_run(tmp_path_factory, tiny_clip_files) -> Path:
     """A real two-epoch ProGrad run of train.py (tiny CLIP, synthetic Caltech101, CPU)."""
     pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
-    from synthetic_data import write_caltech101
+    from devkit.synthetic_data import write_caltech101
 
     folder = tmp_path_factory.mktemp("prograd_run")
     data = write_caltech101(folder / "data", num_classes=3, images_per_class=8)

@@ -9,8 +9,8 @@ from torch import nn
 
 pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
 from dassl.engine import TRAINER_REGISTRY  # noqa: E402
-from test_train_e2e import build, snapshot  # noqa: E402
 
+from devkit.train_runs import build, snapshot  # noqa: E402
 from trainers.clip_prompt import (  # noqa: E402
     CustomCLIP,
     PromptLearner,
@@ -74,7 +74,7 @@ PROGRAD_YAML = "configs/trainers/ProGrad/rn50.yaml"
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    from synthetic_data import write_caltech101
+    from devkit.synthetic_data import write_caltech101
 
     return write_caltech101(tmp_path_factory.mktemp("data"), num_classes=4, images_per_class=8)
 

@@ -1,4 +1,5 @@
-"""The one definition of the protocols (tools/protocols.py): methods, defaults, run directories."""
+"""The one definition of the protocols (experiments/protocols.py): methods, defaults, run
+directories."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tools import protocols, results
-from tools.protocols import (
+from experiments import protocols, results
+from experiments.protocols import (
     METHODS,
     Defaults,
     Method,
@@ -190,7 +191,7 @@ def test_extra_opts_refuse_a_value_in_a_key_position(words):
 
 
 def test_tables_and_scripts_share_one_finished_run_definition():
-    """The tables tool reads logs, layouts and defaults through tools/protocols.py."""
+    """The tables tool reads logs, layouts and defaults through experiments/protocols.py."""
     assert results.parse_log is protocols.parse_log
     assert results.classify is protocols.classify
     assert results.newest_complete_log is protocols.newest_complete_log

@@ -1,4 +1,4 @@
-"""The per-run lock (tools/run_lock.py): one holder at a time, a dead holder never blocks."""
+"""The per-run lock (experiments/locks.py): one holder at a time, a dead holder never blocks."""
 
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from tools.run_lock import LOCK_NAME, RunLock, live_holder, process_alive, read_holder
+from experiments.locks import LOCK_NAME, RunLock, live_holder, process_alive, read_holder
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLD = """
-import sys, time
-sys.path.insert(0, {root!r})
-from tools.run_lock import RunLock
+import time
+from experiments.locks import RunLock
 lock = RunLock({run_dir!r})
 print(lock.acquire(), flush=True)
 time.sleep(60)
@@ -27,7 +26,8 @@ time.sleep(60)
 def hold_in_subprocess(run_dir: Path) -> subprocess.Popen:
     """A process that takes the lock and keeps it until killed."""
     process = subprocess.Popen(
-        [sys.executable, "-c", HOLD.format(root=str(ROOT), run_dir=str(run_dir))],
+        [sys.executable, "-c", HOLD.format(run_dir=str(run_dir))],
+        cwd=ROOT,  # python -c imports from the current folder
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from experiments import run_record
+from experiments.protocols import Setting, classify
 from experiments.run_record import (
     Backbone,
     RunRecord,
@@ -23,11 +24,6 @@ from experiments.run_record import (
     setting_key,
     write_record,
 )
-
-try:  # the tables' protocols, being moved from tools/ into experiments/
-    from experiments.protocols import Setting, classify  # type: ignore[attr-defined]
-except ImportError:
-    from tools.protocols import Setting, classify
 
 ROOT = Path(__file__).resolve().parents[1]
 CALTECH = "configs/datasets/caltech101.yaml"

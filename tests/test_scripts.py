@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from devkit.script_runs import FAKE_TRAIN_PY, commands, option, run_script
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASETS = (
     "caltech101",
@@ -62,17 +64,6 @@ Evaluate on the *test* set
 * error: 40.0%
 * macro_f1: 59.0%
 """
-# Stands in for train.py in real (non-dry) runs: records its arguments, writes a complete log.
-FAKE_TRAIN_PY = """import sys
-from pathlib import Path
-
-args = sys.argv[1:]
-with open("calls.txt", "a") as calls:
-    calls.write(" ".join(args) + "\\n")
-output = Path(args[args.index("--output-dir") + 1])
-output.mkdir(parents=True, exist_ok=True)
-(output / "log.txt").write_text({log!r})
-"""
 
 
 @pytest.fixture
@@ -80,10 +71,11 @@ def repo(tmp_path: Path) -> Path:
     """A repository copy holding the scripts, every config name and a placeholder train.py."""
     root = tmp_path / "repo"
     shutil.copytree(REPO_ROOT / "scripts", root / "scripts")
-    # The scripts read the protocols from tools/protocols.py.
-    shutil.copytree(
-        REPO_ROOT / "tools", root / "tools", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    # The scripts read the protocols through tools/protocols.py from experiments/protocols.py.
+    for folder in ("tools", "experiments"):
+        shutil.copytree(
+            REPO_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__")
+        )
     (root / "configs" / "datasets").mkdir(parents=True)
     for dataset in DATASETS:
         (root / "configs" / "datasets" / f"{dataset}.yaml").touch()
@@ -95,38 +87,6 @@ def repo(tmp_path: Path) -> Path:
         FAKE_TRAIN_PY.format(log=COMPLETE_TRAINING_LOG.format(marker="Finish training"))
     )
     return root
-
-
-def run_script(
-    repo: Path, script: str, *args: str, **env: str | None
-) -> subprocess.CompletedProcess:
-    """Runs ``bash scripts/<script> args`` from the repo root with DRY_RUN=1 and DATA set.
-
-    Keyword arguments set environment variables; None removes one.
-    """
-    environment = {"PATH": os.environ["PATH"], "DRY_RUN": "1", "DATA": "/datasets"}
-    environment.update(env)
-    environment = {key: value for key, value in environment.items() if value is not None}
-    return subprocess.run(
-        ["bash", f"scripts/{script}", *args],
-        cwd=repo,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
-def commands(repo: Path, script: str, *args: str, **env: str | None) -> list[list[str]]:
-    """The train.py command lines a dry run prints, each split into its arguments."""
-    completed = run_script(repo, script, *args, **env)
-    assert completed.returncode == 0, completed.stderr
-    return [shlex.split(line) for line in completed.stdout.splitlines()]
-
-
-def option(command: list[str], name: str) -> str:
-    """The value following ``name`` (a --flag or a config key) in a command."""
-    return command[command.index(name) + 1]
 
 
 def test_every_script_passes_bash_syntax_check():
@@ -561,7 +521,8 @@ def test_a_run_held_by_another_process_is_skipped(repo):
     """A run whose lock a live process holds is not started twice; the others run."""
     held = repo / "output" / "dtd" / "CoOp" / "rn50_1shots" / VARIANT / "seed1"
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK.format(root=str(REPO_ROOT), run_dir=str(held))],
+        [sys.executable, "-c", HOLD_LOCK.format(run_dir=str(held))],
+        cwd=REPO_ROOT,  # python -c imports from the current folder
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -582,9 +543,8 @@ def test_a_run_held_by_another_process_is_skipped(repo):
 
 
 HOLD_LOCK = """
-import sys, time
-sys.path.insert(0, {root!r})
-from tools.run_lock import RunLock
+import time
+from experiments.locks import RunLock
 print(RunLock({run_dir!r}).acquire(), flush=True)
 time.sleep(60)
 """

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from scripts.requirements_met import missing_requirements
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-from requirements_met import missing_requirements  # noqa: E402
 
 
 def test_requirements_met_reports_only_what_is_missing_or_of_another_version(tmp_path):
@@ -116,13 +116,13 @@ def test_a_test_skipped_for_want_of_dassl_fails_the_run_when_dassl_is_required(t
         '@pytest.mark.skip(reason="needs CUDA")\ndef test_gpu():\n    pass\n'
         "def test_plain():\n    pass\n"
     )
-    environment = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
     environment.pop("PROGRAD_REQUIRE_DASSL", None)
     if required:
         environment["PROGRAD_REQUIRE_DASSL"] = "1"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "require_dassl", "-p", "no:cacheprovider",
-         str(tmp_path)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "devkit.require_dassl",
+         "-p", "no:cacheprovider", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=environment,
     )  # fmt: skip
     assert result.returncode == (1 if required else 0), result.stdout

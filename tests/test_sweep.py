@@ -1,7 +1,7 @@
 """tools/sweep.py: the runs it plans, its checks, and real sweeps on Slurm and the local pool.
 
 The slow tests run real train.py jobs (tiny CLIP, synthetic Caltech101, CPU): on a throwaway
-single-node Slurm cluster (tests/slurm_cluster.py; skipped where Slurm is not installed) and in
+single-node Slurm cluster (devkit/slurm_cluster.py; skipped where Slurm is not installed) and in
 submitit's local executor.
 """
 
@@ -17,18 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from tools import protocols
-from tools.protocols import Settings, log_files
-from tools.run_lock import RunLock, live_holder
+from experiments import protocols
+from experiments.locks import RunLock, live_holder
+from experiments.protocols import Settings, log_files
 
 pytest.importorskip(
     "submitit", reason="submitit is not installed (pip install -r requirements.txt)"
 )
-from slurm_cluster import start_cluster, unavailable_reason  # noqa: E402
-from synthetic_data import write_caltech101  # noqa: E402
-
-from tools import sweep as sweep_tool  # noqa: E402
-from tools.sweep_jobs import run_unit  # noqa: E402
+from devkit.slurm_cluster import start_cluster, unavailable_reason  # noqa: E402
+from devkit.synthetic_data import write_caltech101  # noqa: E402
+from experiments import sweep as sweep_tool  # noqa: E402
+from experiments.sweep_jobs import run_unit  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VARIANT = "nctx16_cscFalse_ctpend"
@@ -399,7 +398,7 @@ def test_slurm_sweep_runs_as_a_job_array_once_even_when_submitted_twice_at_once(
     for run_dir in run_dirs:  # trained once: one log, no log.txt-<time> of a second start
         assert [log.name for log in log_files(run_dir)] == ["log.txt"]
 
-    from tools.results import aggregate, collect_runs, fewshot_tables
+    from experiments.results import aggregate, collect_runs, fewshot_tables
 
     tables = fewshot_tables(aggregate(collect_runs(output).runs))
     assert sorted(table.title.split(":")[1].split(" [")[0].strip() for table in tables) == [

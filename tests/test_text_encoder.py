@@ -5,8 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from clip.model import CLIP, build_model
-from tiny_clip import REAL_WIDTHS, build_clip_with_real_widths, build_tiny_clip
 
+from devkit.tiny_clip import (
+    CLASSNAMES,
+    REAL_WIDTHS,
+    build_clip_with_real_widths,
+    build_tiny_clip,
+)
 from trainers.clip_prompt import (
     CustomCLIP,
     PromptLearner,
@@ -16,17 +21,6 @@ from trainers.clip_prompt import (
     tokenize,
     zero_shot_text_features,
 )
-
-# 1 to 7 BPE tokens, so the classes stop at different end-of-text positions.
-CLASSNAMES = [
-    "face",
-    "leopard",
-    "motor_bike",
-    "water lilly",
-    "great crested grebe bird",
-    "a",
-    "dalmatian spotted coach dog breed",
-]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import yaml
 pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
 
 from datasets import tinyworld_world as world  # noqa: E402
-from tools import pretrain_tiny_clip as pretraining  # noqa: E402
+from devkit import pretrain_tiny_clip as pretraining  # noqa: E402
 from trainers.clip_prompt import load_clip  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

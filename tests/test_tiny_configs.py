@@ -7,13 +7,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
 
-from tools.protocols import METHODS  # noqa: E402
+from experiments.protocols import METHODS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FEWSHOT_METHODS = sorted(name for name, method in METHODS.items() if "fewshot" in method.defaults)
@@ -48,6 +49,7 @@ def test_tiny_config_trains_and_evaluates_through_the_script(method, tinyworld_r
         "EPOCHS": "1",
         "OMP_NUM_THREADS": "1",
         "EXTRA_OPTS": "DATASET.SUBSAMPLE_CLASSES base",  # 32 classes: half the time
+        "PYTHON": sys.executable,  # train.py runs with the interpreter running the tests
     }
     completed = subprocess.run(
         ["bash", f"scripts/{method.lower()}/main.sh", "tinyworld", "tiny", "1"],

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
 
 from datasets import tinyworld_world as world  # noqa: E402
-from tools.pretrain_tiny_clip import SHIPPED, normalise  # noqa: E402
+from devkit.pretrain_tiny_clip import SHIPPED, normalise  # noqa: E402
 from trainers.clip_prompt import (  # noqa: E402
     CustomCLIP,
     PromptLearner,

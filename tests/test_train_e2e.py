@@ -10,11 +10,12 @@ import pytest
 import torch
 
 pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
-from synthetic_data import write_caltech101  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
+from devkit.synthetic_data import write_caltech101  # noqa: E402
+from devkit.train_runs import accuracy, build, cli_args, run_train_py, snapshot  # noqa: E402
 from experiments.run_record import read_record  # noqa: E402
-from train import build_parser, seed_and_build, setup_cfg  # noqa: E402
+from train import build_parser, setup_cfg  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAD_YAML = "configs/trainers/ProGrad/rn50.yaml"
@@ -25,43 +26,6 @@ DATASET_YAML = "configs/datasets/caltech101.yaml"
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     return write_caltech101(tmp_path_factory.mktemp("data"), num_classes=4, images_per_class=8)
-
-
-def cli_args(trainer, config, output_dir, data_root, clip_file, *opts, seed=1, epochs=2, flags=()):
-    """train.py's command line for a short CPU run (`flags` go before the KEY VALUE opts)."""
-    return [
-        "--root", str(data_root), "--seed", str(seed), "--trainer", trainer,
-        "--dataset-config-file", DATASET_YAML, "--config-file", config,
-        "--output-dir", str(output_dir), *flags,
-        "MODEL.BACKBONE.PATH", str(clip_file), "INPUT.SIZE", "(32, 32)",
-        "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
-        "DATALOADER.TEST.BATCH_SIZE", "8", "DATASET.NUM_SHOTS", "4",
-        "OPTIM.MAX_EPOCH", str(epochs), "OPTIM.LR", "0.5", "OPTIM.WARMUP_EPOCH", "0",
-        "TRAINER.COOP.PREC", "fp32", "TRAIN.PRINT_FREQ", "1", *opts,
-    ]  # fmt: skip
-
-
-def build(monkeypatch, *args, **kwargs):
-    """A Dassl trainer built in this process from train.py's own config path."""
-    monkeypatch.chdir(ROOT)
-    return seed_and_build(setup_cfg(build_parser().parse_args(cli_args(*args, **kwargs))))
-
-
-def run_train_py(*args) -> str:
-    """Run train.py as a user does; return its log.txt."""
-    result = subprocess.run(
-        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
-def accuracy(log: str) -> float:
-    return float(re.findall(r"\* accuracy: ([\d.]+)%", log)[-1])
-
-
-def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def test_prograd_changes_only_the_prompt_and_writes_coop_checkpoint(

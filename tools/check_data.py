@@ -35,10 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import _root  # noqa: F401  (the repository root on sys.path)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):
-    # Run as a file (python tools/check_data.py): make the repository root importable.
-    sys.path.insert(0, str(REPO_ROOT))
 # Dassl imports wilds, whose `outdated` dependency asks PyPI for new versions at import time.
 os.environ.setdefault("OUTDATED_IGNORE", "1")
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")

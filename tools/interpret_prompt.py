@@ -24,9 +24,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):
-    # Run as a file (python tools/interpret_prompt.py): make the repository root importable.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _root  # noqa: F401  (the repository root on sys.path)
+
 # Dassl imports wilds, whose `outdated` dependency asks PyPI for new versions at import time.
 os.environ.setdefault("OUTDATED_IGNORE", "1")
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # clip's own import

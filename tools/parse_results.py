@@ -5,7 +5,8 @@ Usage (from the repository root):
 
 Prints the few-shot, zero-shot, base-to-new, domain generalisation and cross-dataset tables that
 the runs found allow (cells: mean ± std over seeds, "–" where a run is missing); lists
-unfinished or unrecognised runs on stderr. The layouts read are described in tools/results.py.
+unfinished or unrecognised runs on stderr. The layouts read are described in
+experiments/results.py.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    # Run as a file (python tools/parse_results.py): make the repository root importable.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _root  # noqa: F401  (the repository root on sys.path)
 
-from tools.results import (  # noqa: E402
+from experiments.results import (
     aggregate,
     build_tables,
     collect_runs,
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if not collection.runs:
         print(
             f"error: no finished run under {args.output_dir}; the layouts read are listed in "
-            "tools/results.py.",
+            "experiments/results.py.",
             file=sys.stderr,
         )
         return 1

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs Debian's slurm-wlm and munge: the sweep tests run a throwaway one-node Slurm cluster
-# with them (tests/slurm_cluster.py). A no-op where they are installed, where apt-get is missing,
+# with them (devkit/slurm_cluster.py). A no-op where they are installed, where apt-get is missing,
 # or where the install fails: the Slurm tests then skip and say why.
 set -uo pipefail
 

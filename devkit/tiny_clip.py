@@ -12,6 +12,16 @@ import torch
 from clip.model import CLIP, convert_weights
 
 IMAGE_SIZE = 32  # both tiny variants take 32x32 images (set INPUT.SIZE "(32, 32)")
+# Class names of 1 to 7 BPE tokens, so the classes stop at different end-of-text positions.
+CLASSNAMES = [
+    "face",
+    "leopard",
+    "motor_bike",
+    "water lilly",
+    "great crested grebe bird",
+    "a",
+    "dalmatian spotted coach dog breed",
+]
 
 
 def build_tiny_clip(

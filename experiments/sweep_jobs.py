@@ -4,8 +4,8 @@ A *unit* is a training run followed by the evaluations that load its checkpoint 
 train_base, test_base, test_new of one seed; xd: the ImageNet run and its targets), or a
 single run. Each run of a unit:
 
-- is skipped when finished (a complete log: tools/protocols.py);
-- runs under its run directory's lock (tools/run_lock.py), so two jobs never run it at once;
+- is skipped when finished (a complete log: experiments/protocols.py);
+- runs under its run directory's lock (experiments/locks.py), so two jobs never run it at once;
   when another live process holds it, the rest of the unit is left to that process;
 - runs ``train.py`` as a child process. Restarted in the same directory, training resumes
   from its last epoch (trainers/resume.py), so an interrupted run ends as an uninterrupted one.
@@ -34,8 +34,8 @@ from pathlib import Path
 
 import submitit
 
-from tools.protocols import Run, is_finished, log_files
-from tools.run_lock import RunLock, slurm_job_id
+from experiments.locks import RunLock, slurm_job_id
+from experiments.protocols import Run, is_finished, log_files
 
 FAILURES = "failures"
 STDERR = "stderr"

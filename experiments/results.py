@@ -32,8 +32,9 @@ from pathlib import Path
 from tabulate import tabulate
 
 # The protocols (datasets, methods, run-directory layouts, finished runs) are defined once, in
-# tools/protocols.py; the names below are re-exported for the tools that import them from here.
-from tools.protocols import (  # noqa: F401
+# experiments/protocols.py; the names below are re-exported for the tools that import them from
+# here.
+from experiments.protocols import (  # noqa: F401
     DEFAULT_VARIANT,
     DG_TARGETS,
     FEWSHOT_DATASETS,
@@ -68,7 +69,7 @@ DISPLAY_NAMES = {
     "imagenet_r": "ImageNet-R",
     "tinyworld": "TinyWorld",
 }
-# Rows of the tables and lines of the plot: tools/protocols.py's METHODS in their order (the
+# Rows of the tables and lines of the plot: experiments/protocols.py's METHODS in their order (the
 # paper's), other methods after them, alphabetically.
 TRAINER_ORDER = tuple(METHODS)
 MISSING = "–"

@@ -1,0 +1,268 @@
+"""Our CoCoOp trainer against the CoOp repository's, step for step, on identical input.
+
+Both trainers are built by Dassl on the same tiny CLIP file (OpenAI's format), the same synthetic
+Caltech101 folder and the same config (fp32, no augmentation, SGD with momentum and weight decay,
+cosine schedule), and start from the same prompt-learner checkpoint (MODEL.INIT_WEIGHTS). Each
+then takes `--steps` steps through its own `forward_backward` on the same batches, evaluates one
+test batch through its own `model_inference`, and saves its prompt learner with Dassl's
+`save_model`. Finally each side loads the other's checkpoint with its own `load_model` and
+evaluates the same batch again: checkpoints are interchangeable both ways.
+
+Their code is imported at run time from a checkout of https://github.com/KaiyangZhou/CoOp given by
+`--coop-repo` or the COOP_REPO environment variable; none of it is part of this repository. Each
+side runs in its own interpreter (both register a trainer named "CoCoOp", and both repositories
+have top-level `trainers` and `datasets` packages). Their CLIP loader fetches weights by name, so
+their `load_clip_to_cpu` is pointed at the tiny checkpoint; nothing else of theirs is changed.
+
+    COOP_REPO=/path/to/CoOp python tools/cocoop_parity.py --arch ViT --steps 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATASET_YAML = "configs/datasets/caltech101.yaml"
+COCOOP_YAML = "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml"
+EVAL_BATCH = 8
+
+
+def opts(work: Path, args: argparse.Namespace) -> list[str]:
+    """The config options both sides run with (on top of the same two YAML files)."""
+    return [
+        "DATASET.ROOT", str(work / "data"), "OUTPUT_DIR", str(work / "unused"),
+        "MODEL.INIT_WEIGHTS", str(work / "start.pth"),
+        "INPUT.SIZE", "(32, 32)", "INPUT.TRANSFORMS", "['normalize']",
+        "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", str(args.batch),
+        "DATALOADER.TEST.BATCH_SIZE", str(EVAL_BATCH),
+        "OPTIM.LR", str(args.lr), "OPTIM.MAX_EPOCH", "4", "OPTIM.WARMUP_EPOCH", "0",
+        "TRAINER.COCOOP.PREC", "fp32", "SEED", "1",
+    ]  # fmt: skip
+
+
+def prepare(work: Path, arch: str, classes: int) -> None:
+    """The shared input: tiny CLIP, synthetic Caltech101, starting prompt-learner checkpoint."""
+    import torch
+
+    from devkit.synthetic_data import write_caltech101
+    from devkit.tiny_clip import write_tiny_clip
+    from trainers.clip_prompt import load_clip
+    from trainers.cocoop_prompt import CoCoOpPromptLearner
+    from trainers.dassl_compat import without_token_buffers
+
+    write_caltech101(work / "data", num_classes=classes, images_per_class=8)
+    write_tiny_clip(work / "clip.pt", arch)
+    clip_model = load_clip("", str(work / "clip.pt")).float()
+    torch.manual_seed(3)
+    learner = CoCoOpPromptLearner(clip_model, ["start"], n_ctx=4, init_words="a photo of a")
+    with torch.no_grad():  # a start away from the word embeddings and from the default init
+        for param in learner.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+        # The tiny meta-net has 2 hidden units: keep them active, so every tensor gets gradients.
+        learner.meta_net.linear1.bias.add_(1.0)
+    state = without_token_buffers(learner.state_dict())
+    torch.save({"state_dict": state, "epoch": 0}, work / "start.pth")
+
+
+def build_ours(work: Path, args: argparse.Namespace):
+    sys.path[:0] = [str(REPO_ROOT)]
+    os.chdir(REPO_ROOT)
+    from train import build_parser, seed_and_build, setup_cfg
+
+    argv = ["--trainer", "CoCoOp", "--dataset-config-file", DATASET_YAML]
+    argv += ["--config-file", COCOOP_YAML, *opts(work, args)]
+    argv += ["MODEL.BACKBONE.PATH", str(work / "clip.pt")]  # theirs: see build_theirs
+    return seed_and_build(setup_cfg(build_parser().parse_args(argv)))
+
+
+def build_theirs(work: Path, args: argparse.Namespace, coop_repo: Path):
+    """Their trainer, built as their train.py builds it; only its CLIP file is redirected."""
+    sys.path.insert(0, str(coop_repo))
+    os.chdir(coop_repo)
+    from clip import clip as their_clip
+    from dassl.config import get_cfg_default
+    from dassl.engine import build_trainer
+    from dassl.utils import set_random_seed
+
+    import train as their_train  # registers their datasets and trainers
+    import trainers.cocoop as their_cocoop
+
+    clip_file = work / "clip.pt"
+
+    def load_clip_to_cpu(cfg):  # theirs downloads MODEL.BACKBONE.NAME; same build_model call
+        import torch
+
+        return their_clip.build_model(torch.load(clip_file, map_location="cpu"))
+
+    their_cocoop.load_clip_to_cpu = load_clip_to_cpu
+    cfg = get_cfg_default()
+    their_train.extend_cfg(cfg)
+    cfg.merge_from_file(str(coop_repo / DATASET_YAML))
+    cfg.merge_from_file(str(coop_repo / COCOOP_YAML))
+    cfg.merge_from_list(opts(work, args))
+    cfg.TRAINER.NAME = "CoCoOp"
+    cfg.freeze()
+    set_random_seed(cfg.SEED)
+    return build_trainer(cfg)
+
+
+def drive(side: str, work: Path, args: argparse.Namespace) -> None:
+    """Run one side: the steps, an evaluation, save; then evaluate the other side's checkpoint."""
+    import torch
+
+    if side == "theirs":
+        trainer = build_theirs(work, args, Path(args.coop_repo).resolve())
+    else:
+        trainer = build_ours(work, args)
+    batches_file = work / "batches.pt"
+    if not batches_file.exists():  # the first side draws them from its (deterministic) loaders
+        train = iter(trainer.train_loader_x)
+        batches = [next(train) for _ in range(args.steps)]
+        test = next(iter(trainer.test_loader))
+        torch.save(
+            {
+                "train": [{"img": b["img"], "label": b["label"]} for b in batches],
+                "test": test["img"],
+            },
+            batches_file,
+        )
+    batches = torch.load(batches_file)
+    if not (work / f"{side}.pt").exists():
+        learner = trainer._models["prompt_learner"]
+        trajectory = []
+        trainer.num_batches = args.steps_per_epoch
+        for step, batch in enumerate(batches["train"]):
+            trainer.set_model_mode("train")
+            trainer.epoch, trainer.batch_idx = divmod(step, args.steps_per_epoch)
+            trainer.forward_backward(batch)
+            trajectory.append(trainable_state(learner))
+        trainer.set_model_mode("eval")
+        with torch.no_grad():
+            logits = trainer.model_inference(batches["test"].to(trainer.device)).cpu()
+        trainer.save_model(args.steps - 1, str(work / side))  # Dassl names it epoch + 1
+        torch.save({"trajectory": trajectory, "logits": logits}, work / f"{side}.pt")
+
+    other = "ours" if side == "theirs" else "theirs"
+    if (work / other).is_dir():
+        trainer.load_model(str(work / other), epoch=args.steps)
+        trainer.set_model_mode("eval")
+        with torch.no_grad():
+            cross = trainer.model_inference(batches["test"].to(trainer.device)).cpu()
+        torch.save(cross, work / f"{side}_evaluates_{other}.pt")
+
+
+def trainable_state(learner) -> dict:
+    return {
+        name: param.detach().cpu().clone()
+        for name, param in learner.named_parameters()
+        if param.requires_grad
+    }
+
+
+def relative(a, b) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def compare(work: Path) -> dict:
+    """The figures: parameter and logit differences between the two sides."""
+    import torch
+
+    ours, theirs = torch.load(work / "ours.pt"), torch.load(work / "theirs.pt")
+    start = torch.load(work / "start.pth")["state_dict"]
+    steps = []
+    for mine, reference in zip(ours["trajectory"], theirs["trajectory"], strict=True):
+        if set(mine) != set(reference):
+            raise ValueError(f"different trainable tensors: {sorted(mine)} vs {sorted(reference)}")
+        steps.append({name: relative(mine[name], reference[name]) for name in reference})
+    last_ours, last_theirs = ours["trajectory"][-1], theirs["trajectory"][-1]
+    return {
+        "steps": len(steps),
+        "max_relative_parameter_difference_per_step": [max(s.values()) for s in steps],
+        "relative_parameter_difference_at_end": steps[-1],
+        # How far the parameters moved, relative to where they started: the differences above
+        # must be tiny next to these.
+        "relative_distance_travelled": {
+            name: relative(last_theirs[name], start[name].float()) for name in last_theirs
+        },
+        "max_abs_parameter_difference_at_end": max(
+            float((last_ours[n] - last_theirs[n]).abs().max()) for n in last_theirs
+        ),
+        "max_abs_logit_difference": float((ours["logits"] - theirs["logits"]).abs().max()),
+        "logit_scale_of_reference": float(theirs["logits"].abs().max()),
+        "same_predictions": bool(
+            torch.equal(ours["logits"].argmax(-1), theirs["logits"].argmax(-1))
+        ),
+        "theirs_evaluating_our_checkpoint_max_abs_difference": float(
+            (torch.load(work / "theirs_evaluates_ours.pt") - ours["logits"]).abs().max()
+        ),
+        "ours_evaluating_their_checkpoint_max_abs_difference": float(
+            (torch.load(work / "ours_evaluates_theirs.pt") - theirs["logits"]).abs().max()
+        ),
+    }
+
+
+def run_parity(
+    coop_repo: Path, arch: str = "ViT", steps: int = 8, batch: int = 1, lr: float = 0.05
+) -> dict:
+    """Run both sides in fresh interpreters on shared input; return the figures."""
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        prepare(work, arch, classes=5)
+        common = [
+            "--coop-repo", str(coop_repo), "--arch", arch, "--steps", str(steps),
+            "--batch", str(batch), "--lr", str(lr), "--work", str(work),
+        ]  # fmt: skip
+        env = {**os.environ, "OUTDATED_IGNORE": "1", "PYTHONWARNINGS": "ignore"}
+        for side in ("ours", "theirs", "ours"):
+            result = subprocess.run(
+                [sys.executable, __file__, "--side", side, *common],
+                capture_output=True, text=True, env=env, timeout=600,
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise RuntimeError(f"the {side} side failed:\n{result.stderr[-4000:]}")
+        return {"arch": arch, "batch": batch, "lr": lr, **compare(work)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--coop-repo", default=os.environ.get("COOP_REPO", ""),
+        help="a checkout of KaiyangZhou/CoOp (default: $COOP_REPO)",
+    )  # fmt: skip
+    parser.add_argument("--arch", choices=("RN", "ViT"), default="ViT", help="tiny CLIP variant")
+    parser.add_argument("--steps", type=int, default=8, help="training steps on each side")
+    parser.add_argument("--batch", type=int, default=1, help="images per step (CoCoOp: 1)")
+    parser.add_argument("--lr", type=float, default=0.05, help="OPTIM.LR")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--side", choices=("ours", "theirs"), help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.steps_per_epoch = max(1, args.steps // 2)  # so the schedule ticks during the run
+    if not args.coop_repo or not (Path(args.coop_repo) / "trainers" / "cocoop.py").is_file():
+        parser.error(
+            f"--coop-repo / COOP_REPO is '{args.coop_repo}', not a checkout of KaiyangZhou/CoOp "
+            f"(no trainers/cocoop.py there); clone https://github.com/KaiyangZhou/CoOp and pass "
+            f"its path"
+        )
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.side:
+        drive(args.side, args.work, args)
+        return
+    figures = run_parity(Path(args.coop_repo), args.arch, args.steps, args.batch, args.lr)
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
