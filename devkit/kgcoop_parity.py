@@ -22,7 +22,16 @@ gives their teacher CLIP fp32 weights, which isolates the rest of the step.
 Prints, per step, both losses and the largest difference of the context vectors, relative to
 their size; then whether each side's checkpoint (Dassl's prompt_learner/model.pth.tar-N, theirs
 with its unused bias_vectors and meta_net) loads through the other side's load_model exactly.
-tests/test_kgcoop_parity.py runs this when KGCOOP_OFFICIAL names a checkout.
+
+`--whole-run` compares whole training runs instead: each side's own train.py (theirs with the same
+CPU adaptations, plus upstream Dassl's warmup scheduler built without the `verbose` argument that
+current torch rejects) for `--epochs` on one synthetic Caltech101 (devkit/synthetic_data.py), with
+KgCoOp's rn50_ep100 config, fp32, no augmentation and a sequential sampler. It checks that both
+saw the same batches and prints, per step, both learning rates and the difference of the context
+update relative to theirs; `--teacher` as above.
+    python tools/kgcoop_parity.py --official /path/to/KgCoOp --whole-run --weight 0 --teacher fp32
+
+tests/test_kgcoop_parity.py runs both modes when KGCOOP_OFFICIAL names a checkout.
 """
 
 from __future__ import annotations
@@ -211,6 +220,206 @@ def compare(
     }
 
 
+# --- Whole training runs: both sides' train.py for N epochs on the same synthetic dataset. ---
+
+WHOLE_RUN_CONFIG = "configs/trainers/KgCoOp/rn50_ep100.yaml"  # the same file on both sides
+WHOLE_RUN_DATASET_CONFIG = "configs/datasets/caltech101.yaml"
+
+
+def whole_run_argv(
+    root: str, clip_file: str, output_dir: str, weight: float, epochs: int, shots: int, batch: int
+) -> list[str]:
+    """train.py's command line, the same on both sides (each reads its own copy of the configs):
+    deterministic input (no augmentation, sequential sampler), fp32, no test."""
+    return [
+        "train.py", "--root", root, "--seed", "1", "--trainer", "KgCoOp",
+        "--dataset-config-file", WHOLE_RUN_DATASET_CONFIG, "--config-file", WHOLE_RUN_CONFIG,
+        "--output-dir", output_dir,
+        "MODEL.BACKBONE.PATH", clip_file, "INPUT.SIZE", "(32, 32)",
+        "INPUT.TRANSFORMS", "('normalize',)", "DATALOADER.TRAIN_X.SAMPLER", "SequentialSampler",
+        "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", str(batch),
+        "DATASET.NUM_SHOTS", str(shots), "OPTIM.MAX_EPOCH", str(epochs),
+        "TRAINER.COOP.PREC", "fp32", "TRAINER.COOP.W", str(weight), "TEST.NO_TEST", "True",
+    ]  # fmt: skip
+
+
+def record_steps(trainer_class, record: dict) -> None:
+    """Wrap `trainer_class.forward_backward` to record, per step, the epoch, the LR it used, the
+    batch (labels and an image checksum) and the context after it; and whether any BatchNorm
+    layer of the model ran in training mode (the tiny RN has BatchNorm; Dassl's
+    set_model_mode("train") reaches only the registered prompt learner)."""
+    step = trainer_class.forward_backward
+
+    def forward_backward(self, batch):
+        if not record["contexts"]:
+            record["contexts"].append(self.model.prompt_learner.ctx.detach().clone())
+        record["epochs"].append(self.epoch)
+        record["lrs"].append(self.optim.param_groups[0]["lr"])
+        record["labels"].append(batch["label"].tolist())
+        record["image_sums"].append(batch["img"].double().sum().item())
+        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        record["batchnorm_training"] |= any(m.training for m in norms)
+        summary = step(self, batch)
+        record["contexts"].append(self.model.prompt_learner.ctx.detach().clone())
+        return summary
+
+    trainer_class.forward_backward = forward_backward
+
+
+def whole_run_worker(args: argparse.Namespace) -> None:
+    """One side's train.py (in its own process, run from its folder as `python train.py` runs),
+    with every step recorded; their side with the two CPU adaptations of `official_worker`, their
+    teacher CLIP in fp32 under --teacher fp32, and upstream Dassl's warmup scheduler made to build
+    on current torch (it passes `verbose`, which torch no longer takes)."""
+    import runpy
+
+    folder = Path(args.official if args.run_worker == "theirs" else ROOT).resolve()
+    os.chdir(folder)
+    sys.path.insert(0, str(folder))
+    if args.run_worker == "theirs":
+        torch.nn.Module.cuda = lambda self, *a, **k: self
+        torch.Tensor.cuda = lambda self, *a, **k: self
+        from dassl.optim import lr_scheduler
+        from torch.optim.lr_scheduler import LRScheduler
+
+        def warmup_init(self, optimizer, successor, warmup_epoch, last_epoch=-1, verbose=False):
+            self.successor = successor
+            self.warmup_epoch = warmup_epoch
+            LRScheduler.__init__(self, optimizer, last_epoch)
+
+        lr_scheduler._BaseWarmupScheduler.__init__ = warmup_init
+        from clip import clip as official_clip
+
+        from trainers import kgcoop
+
+        loads = []
+
+        def load_clip_to_cpu(cfg):
+            state = torch.load(args.clip, map_location="cpu", weights_only=True)
+            model = official_clip.build_model(state)
+            loads.append(model)
+            teacher = len(loads) % 2 == 0  # build_model's CLIP, then their PromptLearner's
+            return model.float() if teacher and args.teacher == "fp32" else model
+
+        kgcoop.load_clip_to_cpu = load_clip_to_cpu
+    else:
+        from trainers import kgcoop
+    record = {"contexts": [], "epochs": [], "lrs": [], "labels": [], "image_sums": []}
+    record.update(trainer_file=kgcoop.__file__, batchnorm_training=False)
+    record_steps(kgcoop.KgCoOp, record)
+    sys.argv = whole_run_argv(
+        args.root, args.clip, args.out_dir, args.weight, args.epochs, args.shots, args.batch_size
+    )
+    if args.run_worker == "theirs":  # their config has no MODEL.BACKBONE.PATH (see above)
+        at = sys.argv.index("MODEL.BACKBONE.PATH")
+        del sys.argv[at : at + 2]
+    with contextlib.redirect_stdout(io.StringIO()):
+        runpy.run_path(str(folder / "train.py"), run_name="__main__")
+    record["contexts"] = torch.stack(record["contexts"])
+    # The last epoch's checkpoint, as --eval-only would read it (theirs pickles its scheduler).
+    checkpoint = Path(args.out_dir) / "prompt_learner" / f"model.pth.tar-{args.epochs}"
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    record["checkpoint_is_last_context"] = torch.equal(state["ctx"], record["contexts"][-1])
+    torch.save(record, args.output)
+
+
+def compare_whole_runs(
+    official: str,
+    epochs: int = 2,
+    weight: float = 8.0,
+    teacher: str = "fp32",
+    shots: int = 8,
+    batch: int = 32,
+    num_classes: int = 4,
+    images_per_class: int = 8,
+    clip_file: str | None = None,
+) -> dict:
+    """Run both sides' train.py for `epochs` on one synthetic Caltech101 (devkit/synthetic_data.py)
+    and compare the context after every step and epoch, relative to how far theirs moved.
+
+    Both read the same DATASET.ROOT (so the same few-shot split) and must see the same batches
+    (labels and image checksums are compared; a mismatch raises). The default data (4 classes of
+    8 images, 8 shots, batch 32) give one step per epoch; more classes give more.
+    """
+    from devkit.synthetic_data import write_caltech101
+    from devkit.tiny_clip import write_tiny_clip
+
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        if clip_file is None:
+            clip_file = str(write_tiny_clip(folder / "tiny_rn.pt", "RN"))
+        root = str(write_caltech101(folder / "data", num_classes, images_per_class))
+        runs = {}
+        for side in ("ours", "theirs"):
+            command = [
+                sys.executable, __file__, "--official", str(Path(official).resolve()),
+                "--run-worker", side, "--clip", str(Path(clip_file).resolve()), "--root", root,
+                "--out-dir", str(folder / side), "--output", str(folder / f"{side}.pt"),
+                "--weight", str(weight), "--teacher", teacher, "--epochs", str(epochs),
+                "--shots", str(shots), "--batch-size", str(batch),
+            ]  # fmt: skip
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"{side} train.py failed:\n{result.stderr[-4000:]}")
+            runs[side] = torch.load(folder / f"{side}.pt", weights_only=True)
+    ours, theirs = runs["ours"], runs["theirs"]
+    same_input = (
+        ours["labels"] == theirs["labels"]
+        and ours["epochs"] == theirs["epochs"]
+        and torch.allclose(
+            torch.tensor(ours["image_sums"]), torch.tensor(theirs["image_sums"]), rtol=1e-6
+        )
+    )
+    if not same_input:
+        raise RuntimeError("the two train.py runs did not see the same batches")
+    start = theirs["contexts"][0]
+    # Per step: max |Δ(update)| / max |their update so far|.
+    moved = (theirs["contexts"] - start).abs().amax(dim=(1, 2))
+    difference = ((ours["contexts"] - start) - (theirs["contexts"] - start)).abs().amax(dim=(1, 2))
+    relative = (difference / moved.clamp_min(1e-30)).tolist()
+    ends = [i + 1 for i in range(len(ours["epochs"])) if i + 1 == len(ours["epochs"])
+            or ours["epochs"][i + 1] != ours["epochs"][i]]  # fmt: skip
+    return {
+        "epochs": epochs,
+        "weight": weight,
+        "teacher": teacher,
+        "steps_per_epoch": len(ours["epochs"]) // epochs,
+        "same_start": torch.equal(ours["contexts"][0], start),
+        "trainer_files": [ours["trainer_file"], theirs["trainer_file"]],
+        "batchnorm_training": [ours["batchnorm_training"], theirs["batchnorm_training"]],
+        "checkpoints_hold_the_last_context": (
+            ours["checkpoint_is_last_context"] and theirs["checkpoint_is_last_context"]
+        ),
+        "our_lrs": ours["lrs"],
+        "their_lrs": theirs["lrs"],
+        "relative_update_difference_per_step": relative[1:],
+        "relative_update_difference_per_epoch": [relative[i] for i in ends],
+        "relative_update_difference": relative[-1],
+        "context_moved": moved[-1].item(),
+    }
+
+
+def print_whole_run(report: dict, json_file: Path | None) -> None:
+    """The whole-run report: per epoch, the LRs and the difference of the context update."""
+    print(
+        f"train.py on both sides, {report['epochs']} epochs of {report['steps_per_epoch']} steps,"
+        f" W {report['weight']}, their teacher CLIP {report['teacher']}"
+    )
+    print("step  our LR      their LR    max|Δ update| / max|their update|")
+    for step, relative in enumerate(report["relative_update_difference_per_step"]):
+        print(
+            f"{step + 1:>4}  {report['our_lrs'][step]:.6e}  {report['their_lrs'][step]:.6e}  "
+            f"{relative:.2e}"
+        )
+    print(
+        f"after {report['epochs']} epochs the context moved by up to "
+        f"{report['context_moved']:.3e}; the two updates differ by "
+        f"{report['relative_update_difference']:.2e} of that"
+    )
+    if json_file:
+        json_file.write_text(json.dumps(report, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--official", required=True, help="the official KgCoOp/ folder")
@@ -220,7 +429,18 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--teacher", choices=("fp16", "fp32"), default="fp16")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--whole-run", action="store_true", help="compare both train.py runs, not single steps"
+    )
+    parser.add_argument("--epochs", type=int, default=2, help="--whole-run: OPTIM.MAX_EPOCH")
+    parser.add_argument("--shots", type=int, default=8, help="--whole-run: DATASET.NUM_SHOTS")
+    parser.add_argument("--batch-size", type=int, default=32, help="--whole-run: batch size")
+    parser.add_argument("--classes", type=int, default=4, help="--whole-run: Caltech101 classes")
+    parser.add_argument("--images", type=int, default=8, help="--whole-run: images per class")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--run-worker", choices=("ours", "theirs"), help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    parser.add_argument("--out-dir", help=argparse.SUPPRESS)
     parser.add_argument("--inputs", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -228,8 +448,27 @@ def main() -> None:
     if args.worker:
         official_worker(args)
         return
+    if args.run_worker:
+        whole_run_worker(args)
+        return
     if not (Path(args.official) / "trainers" / "kgcoop.py").is_file():
         sys.exit(f"error: {args.official} has no trainers/kgcoop.py; give the KgCoOp/ folder")
+    if args.whole_run:
+        print_whole_run(
+            compare_whole_runs(
+                args.official,
+                args.epochs,
+                args.weight,
+                args.teacher,
+                args.shots,
+                args.batch_size,
+                args.classes,
+                args.images,
+                args.clip,
+            ),  # fmt: skip
+            args.json,
+        )
+        return
     report = compare(args.official, args.clip, args.steps, args.weight, args.lr, args.teacher)
     print(f"teacher CLIP of the official side: {report['teacher']}; W {report['weight']}")
     print("step  our loss      their loss    max|Δctx| / max|ctx|")
