@@ -32,9 +32,6 @@ from experiments.run_record import method_name, recorded_run  # noqa: E402
 from trainers import config  # noqa: E402
 from trainers.inputs import check_paths, error_text, merge_config_file, merge_options  # noqa: E402
 
-# Every module that declares a method (trainers/*.py, PROGRAD_PLUGINS) registers its trainer.
-catalog.import_all()
-
 
 def extend_cfg(cfg: CN) -> None:
     """Add the keys every method declares (and the common ones) to Dassl's default config."""
@@ -72,6 +69,8 @@ def setup_cfg(args: argparse.Namespace) -> CN:
     Every key and value of the files and options is checked against the declared tree
     (trainers/inputs.py): a typo, a missing value or a wrong type is a clear error.
     """
+    # Every module that declares a method (trainers/*.py, PROGRAD_PLUGINS) registers its trainer.
+    catalog.import_all()
     cfg = get_cfg_default()
     extend_cfg(cfg)
     declared = cfg.clone()

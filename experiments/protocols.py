@@ -8,8 +8,10 @@ Every part that needs a protocol reads it from here:
   (:func:`parse_log`).
 
 A *method* is a row of the paper's tables (:data:`METHODS`): the Dassl trainer it runs, fixed
-options, its config folder, its prompt keys, whether it has ProGrad's λ, and its defaults per
-protocol. Adding a method is one entry there. The protocols:
+options, its config folder, its prompt keys, its λ rule, and its defaults per protocol. Each is
+declared beside its trainer (``METHOD`` in ``trainers/<method>.py``, or a module named by
+PROGRAD_PLUGINS) and read through :mod:`experiments.catalog`; the datasets of each protocol are
+the groups the dataset modules declare. The protocols:
 
     fewshot   train on DATASET with K shots per class (Table 1 / Fig. 3)
               $OUTPUT/DATASET/METHOD/CFG_Kshots/VARIANT/seedS
@@ -42,200 +44,52 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-# ----------------------------------------------------------------------------------------------
-# Datasets
-
-FEWSHOT_DATASETS = (
-    "imagenet",
-    "caltech101",
-    "oxford_pets",
-    "stanford_cars",
-    "oxford_flowers",
-    "food101",
-    "fgvc_aircraft",
-    "sun397",
-    "dtd",
-    "eurosat",
-    "ucf101",
+from experiments import catalog
+from experiments.declarations import (
+    DG_TARGET,
+    FEWSHOT,
+    SELF_GENERATING,
+    XD_TARGET,
+    Defaults,  # noqa: F401  (the protocols' vocabulary, re-exported)
+    Method,
+    PromptKeys,  # noqa: F401
 )
-SOURCE_DATASET = "imagenet"  # the training set of the xd protocol
-DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
-XD_TARGETS = FEWSHOT_DATASETS[1:]
+
+# ----------------------------------------------------------------------------------------------
+# Datasets: the groups each dataset module declares (datasets/<name>.py, DATASET.groups)
+
+FEWSHOT_DATASETS = catalog.datasets_in(FEWSHOT)
+SOURCE_DATASET = catalog.source_dataset()  # the training set of the xd protocol
+DG_TARGETS = catalog.datasets_in(DG_TARGET)
+XD_TARGETS = catalog.datasets_in(XD_TARGET)
 BASE2NEW_DATASETS = FEWSHOT_DATASETS
 # Datasets that write themselves under <DATASET.ROOT>/<name>/ when missing: a command that needs
 # only these runs without DATA (it defaults to <repository>/data).
-SELF_GENERATING_DATASETS = frozenset({"tinyworld"})
+SELF_GENERATING_DATASETS = frozenset(catalog.datasets_in(SELF_GENERATING))
 PAPER_SHOTS = (1, 2, 4, 8, 16)
 PAPER_SEEDS = (1, 2, 3)
 PROTOCOLS = ("fewshot", "base2new", "xd", "zeroshot")
 
 # ----------------------------------------------------------------------------------------------
-# Rules of the paper
+# Methods: each trainer module's declaration (trainers/<method>.py, METHOD), in table order
 
-# ProGrad's README: λ = 0.8 for 8 and 16 shots on these three, 1.0 everywhere else.
-LAMBDA_0_8_DATASETS = ("oxford_flowers", "dtd", "eurosat")
-
-EpochRule = Callable[[str, int], int]  # (dataset, shots) -> epochs
+METHODS: dict[str, Method] = catalog.methods()
 
 
-def coop_fewshot_epochs(dataset: str, shots: int) -> int:
-    """CoOp's few-shot epochs: 1 shot 50, 2-4 shots 100, more 200; ImageNet always 50."""
-    if dataset == "imagenet" or shots <= 1:
-        return 50
-    return 100 if shots <= 4 else 200
+def default_lambda(method: Method, protocol: str, dataset: str, shots: int) -> float | None:
+    """The method's λ for a run (its declared rule), or None for a method without λ."""
+    if method.lambda_rule is None:
+        return None
+    return method.lambda_rule(protocol, dataset, shots)
 
 
-def coop_base2new_epochs(dataset: str, shots: int) -> int:
-    """ProGrad's official base2new scripts: rn50_ep100, 100 epochs (ImageNet: rn50_ep50, 50)."""
-    return 50 if dataset == "imagenet" else 100
+def xd_targets(method: Method) -> tuple[str, ...] | None:
+    """The only xd_test datasets a method can take (its declared group), or None for any."""
+    if method.xd_target_group is None:
+        return None
+    return catalog.datasets_in(method.xd_target_group)
 
 
-def epochs_100(dataset: str, shots: int) -> int:
-    """100 epochs everywhere (KgCoOp's vit_b16_ep100_ctxv1)."""
-    return 100
-
-
-def epochs_10(dataset: str, shots: int) -> int:
-    """10 epochs everywhere (CoCoOp's vit_b16_c4_ep10_batch1_ctxv1, LOADEP 10)."""
-    return 10
-
-
-def default_lambda(protocol: str, dataset: str, shots: int) -> float:
-    """ProGrad's λ: 0.8 at 8/16 shots on Flowers102, DTD, EuroSAT; 1.0 otherwise and in
-    base-to-new (the official base2new scripts)."""
-    if protocol in ("fewshot", "xd") and shots >= 8 and dataset in LAMBDA_0_8_DATASETS:
-        return 0.8
-    return 1.0
-
-
-# ----------------------------------------------------------------------------------------------
-# Methods
-
-
-@dataclass(frozen=True)
-class PromptKeys:
-    """The prompt options a method takes, passed on every command (they locate the run)."""
-
-    prefix: str  # config node of the keys: TRAINER.COOP or TRAINER.COCOOP
-    default_nctx: int
-    csc_and_position: bool  # CoOp's CSC and CLASS_TOKEN_POSITION exist
-
-
-COOP_PROMPT = PromptKeys("TRAINER.COOP", 16, True)
-KGCOOP_PROMPT = PromptKeys("TRAINER.COOP", 4, True)  # KgCoOp's official N_CTX 4
-COCOOP_PROMPT = PromptKeys("TRAINER.COCOOP", 4, False)  # the c4 of vit_b16_c4_ep10_batch1
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """A method's defaults in one protocol."""
-
-    cfg: str  # config name in the method's config folder (scripts take it as CFG)
-    shots: int | None = None  # None: given per run (few-shot)
-    epochs: EpochRule | None = None  # None: the method has no epochs (linear probe)
-    imagenet_cfg: str | None = None  # ImageNet's own config, where it has one
-
-
-@dataclass(frozen=True)
-class Method:
-    """One row of the paper's tables: what runs, with which options, and its defaults.
-
-    The xd protocol trains with the few-shot protocol on ImageNet, so its epochs and λ are the
-    few-shot ones; its Defaults give only the CFG and shots.
-    """
-
-    name: str  # directory and table-row name
-    trainer: str  # the registered Dassl trainer it runs
-    config_folder: str  # configs/trainers/<config_folder>/<CFG>.yaml
-    defaults: Mapping[str, Defaults]  # per protocol it supports
-    fixed_opts: tuple[str, ...] = ()  # KEY VALUE options on every command of the method
-    prompt: PromptKeys | None = COOP_PROMPT  # None: no prompt options
-    has_lambda: bool = False  # takes ProGrad's LOSS.LAMBDA
-    # KEY VALUE options on the training commands of one dataset (dataset -> options).
-    dataset_opts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    # What an evaluation loads: <run>/<model_name>/model.pth.tar-<epoch>, the epoch being
-    # checkpoint_epoch, or the training epochs when None.
-    model_name: str = "prompt_learner"
-    checkpoint_epoch: int | None = None
-    # The only xd_test datasets it can take (None: any but the source), with the reason.
-    xd_targets: tuple[str, ...] | None = None
-    xd_targets_reason: str = ""
-
-
-COOP_DEFAULTS = {
-    "fewshot": Defaults("rn50", epochs=coop_fewshot_epochs),
-    "base2new": Defaults(
-        "rn50_ep100", shots=4, epochs=coop_base2new_epochs, imagenet_cfg="rn50_ep50"
-    ),
-    "xd": Defaults("rn50", shots=4),  # ProGrad's official eval.sh: 4 shots, rn50, 50 epochs
-}
-KGCOOP_DEFAULTS = {  # KgCoOp's official scripts
-    # few-shot (no official script): KgCoOp's official RN50 config and its 100 epochs at any shots,
-    # so that KgCoOp sits in the RN50 few-shot comparison with CoOp and ProGrad.
-    "fewshot": Defaults("rn50_ep100", epochs=epochs_100),
-    "base2new": Defaults("vit_b16_ep100_ctxv1", shots=16, epochs=epochs_100),
-    "xd": Defaults("vit_b16_ep100_ctxv1", shots=4),
-}
-COCOOP_DEFAULTS = {  # the CoOp repository's scripts/cocoop/
-    # few-shot: not in CoCoOp's paper; its own config (batch 1) and 10 epochs at every shot count.
-    "fewshot": Defaults("vit_b16_c4_ep10_batch1_ctxv1", epochs=epochs_10),
-    "base2new": Defaults("vit_b16_c4_ep10_batch1_ctxv1", shots=16, epochs=epochs_10),
-    "xd": Defaults("vit_b16_c4_ep10_batch1_ctxv1", shots=16),
-}
-
-METHODS: dict[str, Method] = {
-    method.name: method
-    for method in (
-        Method(
-            "ZeroshotCLIP",
-            "ZeroshotCLIP",
-            "CoOp",  # CoOp's configs give the backbone
-            {"zeroshot": Defaults("rn50")},
-            prompt=None,
-        ),
-        # CoOp's lpclip/ protocol. A linear classifier has no new classes, so no base-to-new;
-        # trained on ImageNet (16 shots, as CoOp's domain generalisation table) it classifies
-        # the ImageNet variants, not the other datasets. ImageNet's val is its test set: C is
-        # chosen on images held out from its train split.
-        Method(
-            "LinearProbeCLIP",
-            "LinearProbeCLIP",
-            "LinearProbeCLIP",
-            {"fewshot": Defaults("rn50"), "xd": Defaults("rn50", shots=16)},
-            prompt=None,
-            dataset_opts={"imagenet": ("TRAINER.LINEAR_PROBE.VALIDATION", "train")},
-            model_name="linear_probe",
-            checkpoint_epoch=1,
-            xd_targets=DG_TARGETS,
-            xd_targets_reason="a linear probe classifies only the classes it was trained on",
-        ),
-        Method("CoOp", "CoOp", "CoOp", COOP_DEFAULTS),
-        # configs/trainers/CoCoOp, keys TRAINER.COCOOP.* (N_CTX, CTX_INIT, PREC).
-        Method("CoCoOp", "CoCoOp", "CoCoOp", COCOOP_DEFAULTS, prompt=COCOOP_PROMPT),
-        # The official ProGrad repository's distillation baseline: ProGrad's trainer and configs
-        # with the KD loss (LOSS.ALPHA 0.5, LOSS.T 1 by default), the protocol defaults of CoOp.
-        Method("KD", "ProGrad", "ProGrad", COOP_DEFAULTS, fixed_opts=("LOSS.NAME", "kd")),
-        # KgCoOp's official W 8.0 and N_CTX 4 (CTX_INIT True: "a photo of a").
-        Method(
-            "KgCoOp",
-            "KgCoOp",
-            "KgCoOp",
-            KGCOOP_DEFAULTS,
-            fixed_opts=("TRAINER.COOP.W", "8.0"),
-            prompt=KGCOOP_PROMPT,
-        ),
-        # CoCoOp plus ProGrad's projection (issue 13): CoCoOp's defaults and ProGrad's λ rules.
-        Method(
-            "ProGradCoCoOp",
-            "ProGradCoCoOp",
-            "ProGradCoCoOp",
-            COCOOP_DEFAULTS,
-            prompt=COCOOP_PROMPT,
-            has_lambda=True,
-        ),
-        Method("ProGrad", "ProGrad", "ProGrad", COOP_DEFAULTS, has_lambda=True),
-    )
-}
 ZERO_SHOT = "ZeroshotCLIP"
 DEFAULT_VARIANT = "nctx16_cscFalse_ctpend"  # CoOp's and ProGrad's
 NO_PROMPT_VARIANT = "default"  # the variant directory of a method without prompt options
@@ -250,7 +104,8 @@ def method_named(name: str) -> Method:
     if name not in METHODS:
         raise ProtocolError(
             f"unknown method {name!r}; known methods: {', '.join(METHODS)} "
-            "(each is one entry of METHODS in experiments/protocols.py)."
+            "(each is declared by METHOD in its trainer module, trainers/<method>.py, or in a "
+            "module named by PROGRAD_PLUGINS)."
         )
     return METHODS[name]
 
@@ -552,9 +407,10 @@ class _Builder:
             opts += [f"{prompt.prefix}.CLASS_TOKEN_POSITION", self.settings.ctp]
         return opts
 
-    def lambda_opts(self, default: float) -> list[str]:
+    def lambda_opts(self, protocol: str, dataset: str, shots: int) -> list[str]:
         """LOSS.LAMBDA for methods with λ; a λ other than the default extends the suffix."""
-        if not self.method.has_lambda:
+        default = default_lambda(self.method, protocol, dataset, shots)
+        if default is None:
             return []
         value = self.settings.lambda_ or str(default)
         if not _same_number(value, default):
@@ -600,7 +456,7 @@ def plan_fewshot(
     trainer_yaml = trainer_config(method, cfg, root)
     data, note = resolve_data(settings, [dataset], root)
     plan.notes += [note] if note else []
-    lambda_opts = build.lambda_opts(default_lambda("fewshot", dataset, shots))
+    lambda_opts = build.lambda_opts("fewshot", dataset, shots)
     rule = build.defaults.epochs
     epochs = build.epochs(None if rule is None else rule(dataset, shots))
     epoch_opts = [] if epochs is None else ["OPTIM.MAX_EPOCH", str(epochs)]
@@ -637,7 +493,7 @@ class _Base2New:
         # The official layout has no prompt settings in its path; only a non-default one adds them.
         if self.build.variant != default_variant(self.method.name):
             self.build.suffix += f"_{self.build.variant}"
-        self.lambda_opts = self.build.lambda_opts(default_lambda("base2new", dataset, self.shots))
+        self.lambda_opts = self.build.lambda_opts("base2new", dataset, self.shots)
         self.epochs = self.build.epochs(defaults.epochs(dataset, self.shots))
         config_dir = f"{self.cfg}{self.build.suffix}"
         self.common = f"{dataset}/shots_{self.shots}/{self.method.name}/{config_dir}"
@@ -739,10 +595,11 @@ def plan_xd_test(method_name: str, dataset: str, settings: Settings, root: Path)
             "imagenet is the source dataset (its accuracy is in the xd_train.sh run); pass a "
             "target, e.g. imagenetv2 or caltech101."
         )
-    if method.xd_targets is not None and dataset not in method.xd_targets:
+    targets = xd_targets(method)
+    if targets is not None and dataset not in targets:
         raise ProtocolError(
             f"{method.name} cannot be evaluated on {dataset}: it takes "
-            f"{', '.join(method.xd_targets)} ({method.xd_targets_reason})."
+            f"{', '.join(targets)} ({method.xd_targets_reason})."
         )
     cfg, shots = _xd_source(method, settings)
     plan = Plan()
@@ -751,7 +608,7 @@ def plan_xd_test(method_name: str, dataset: str, settings: Settings, root: Path)
     trainer_yaml = trainer_config(method, cfg, root)
     data, note = resolve_data(settings, [dataset], root)  # reads the target only
     plan.notes += [note] if note else []
-    build.lambda_opts(default_lambda("xd", SOURCE_DATASET, shots))  # λ locates the model
+    build.lambda_opts("xd", SOURCE_DATASET, shots)  # λ locates the model
     rule = build.defaults.epochs
     epochs = build.epochs(None if rule is None else rule(SOURCE_DATASET, shots))
     load_epoch = settings.load_epoch or method.checkpoint_epoch or epochs

@@ -34,6 +34,7 @@ from tabulate import tabulate
 # The protocols (datasets, methods, run-directory layouts, finished runs) are defined once, in
 # experiments/protocols.py; the names below are re-exported for the tools that import them from
 # here.
+from experiments import catalog
 from experiments.protocols import (  # noqa: F401
     DEFAULT_VARIANT,
     DG_TARGETS,
@@ -50,27 +51,10 @@ from experiments.protocols import (  # noqa: F401
     newest_complete_log,
     parse_log,
 )
+from experiments.run_record import classify_record, read_record
 
-DISPLAY_NAMES = {
-    "imagenet": "ImageNet",
-    "caltech101": "Caltech101",
-    "oxford_pets": "OxfordPets",
-    "stanford_cars": "StanfordCars",
-    "oxford_flowers": "Flowers102",
-    "food101": "Food101",
-    "fgvc_aircraft": "FGVCAircraft",
-    "sun397": "SUN397",
-    "dtd": "DTD",
-    "eurosat": "EuroSAT",
-    "ucf101": "UCF101",
-    "imagenetv2": "ImageNet-V2",
-    "imagenet_sketch": "ImageNet-Sketch",
-    "imagenet_a": "ImageNet-A",
-    "imagenet_r": "ImageNet-R",
-    "tinyworld": "TinyWorld",
-}
-# Rows of the tables and lines of the plot: experiments/protocols.py's METHODS in their order (the
-# paper's), other methods after them, alphabetically.
+# Rows of the tables and lines of the plot: the declared methods in their row order (the paper's),
+# other methods after them, alphabetically. Columns: the declared datasets in their column order.
 TRAINER_ORDER = tuple(METHODS)
 MISSING = "–"
 
@@ -130,6 +114,13 @@ def collect_runs(root: Path | str) -> Collection:
     run_dirs = sorted({log.parent for log in root.rglob("log.txt*") if log.is_file()})
     for run_dir in run_dirs:
         located = classify(run_dir.resolve().parts)
+        # run.json says what the run is; trees without it (CoOp's, the official ProGrad code's,
+        # earlier versions of this one) are read from their layout. The variant (prompt settings)
+        # is not in the record: it still comes from the path.
+        record = read_record(run_dir, problems)
+        if record is not None:
+            fields, seed, trains = classify_record(record, located[0].variant if located else "")
+            located = (Setting(*fields), seed, trains)
         if located is None:
             problems.append(f"unrecognised layout, ignored: {run_dir}")
             continue
@@ -212,10 +203,7 @@ def _mean(stat: Stat | None) -> float | None:
 
 
 def _dataset_order(datasets: Iterable[str]) -> list[str]:
-    known = list(FEWSHOT_DATASETS + DG_TARGETS)
-    return sorted(
-        set(datasets), key=lambda name: (known.index(name) if name in known else len(known), name)
-    )
+    return catalog.dataset_order(datasets)
 
 
 def _trainer_rank(trainer: str) -> tuple[int, str]:
@@ -224,8 +212,8 @@ def _trainer_rank(trainer: str) -> tuple[int, str]:
 
 
 def display(dataset: str) -> str:
-    """Dataset name as in the paper's tables."""
-    return DISPLAY_NAMES.get(dataset, dataset)
+    """Dataset name as in the paper's tables (its declaration's display name)."""
+    return catalog.display_name(dataset)
 
 
 def method_label(trainer: str, variant: str) -> str:
@@ -401,8 +389,9 @@ _ARCHITECTURE = re.compile(r"(rn50x\d+|rn\d+|vit_[a-z]\d+|tiny)(?=_|$)")
 def architecture(backbone: str) -> str:
     """The CLIP model a config name starts with: ``vit_b16_c4_batch1_ctxv1`` -> ``vit_b16``
     (the whole name when it starts with none of them)."""
-    match = _ARCHITECTURE.match(backbone)
-    return match.group(1) if match else backbone
+    name, bracket, identity = backbone.partition(" [")  # " [<file identity>]": see run_record
+    match = _ARCHITECTURE.match(name)
+    return (match.group(1) if match else name) + bracket + identity
 
 
 def _comparisons(settings: Iterable[Setting]) -> list[tuple[str, int, list[str], list[tuple]]]:

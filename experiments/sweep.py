@@ -200,7 +200,7 @@ def plan_sweep(
             for k in shots or [None]:
                 local = replace(settings, shots=k or settings.shots)
                 plans.append(protocols.plan_xd_train(method, local, root))
-                targets = METHODS[method].xd_targets  # None: any target
+                targets = protocols.xd_targets(METHODS[method])  # None: any target
                 for dataset in datasets:
                     if targets is not None and dataset not in targets:
                         reason = METHODS[method].xd_targets_reason

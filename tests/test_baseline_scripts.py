@@ -26,10 +26,10 @@ SCRIPTS = {
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """A repository copy with the scripts, tools, experiments, the real configs and a placeholder
-    train.py."""
+    """A repository copy with the scripts, tools, experiments, the declarations (trainers/,
+    datasets/), the real configs and a placeholder train.py."""
     root = tmp_path / "repo"
-    for folder in ("scripts", "tools", "experiments", "configs"):
+    for folder in ("scripts", "tools", "experiments", "configs", "trainers", "datasets"):
         shutil.copytree(
             REPO_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__")
         )
@@ -77,15 +77,15 @@ def test_kgcoop_base2new_follows_the_official_scripts(repo):
     )
 
 
-def test_kd_scripts_run_prograds_trainer_with_the_kd_loss_in_kd_directories(repo):
-    """KD: --trainer ProGrad, LOSS.NAME kd, ProGrad's configs, no λ, output under KD/."""
+def test_kd_scripts_run_the_kd_trainer_on_prograds_configs_in_kd_directories(repo):
+    """KD: --trainer KD, ProGrad's configs, no λ, output under KD/."""
     for script, args in (("main.sh", ("dtd", "rn50", "16")), ("xd_train.sh", ())):
         line = commands(repo, f"kd/{script}", *args)[0]
-        assert option(line, "--trainer") == "ProGrad" and option(line, "LOSS.NAME") == "kd"
+        assert option(line, "--trainer") == "KD"
         assert option(line, "--config-file").startswith("configs/trainers/ProGrad/")
         assert "LOSS.LAMBDA" not in line and "/KD/" in option(line, "--output-dir")
     (test, *_) = commands(repo, "kd/xd_test.sh", "imagenet_r")
-    assert option(test, "LOSS.NAME") == "kd" and option(test, "--load-epoch") == "50"
+    assert option(test, "--trainer") == "KD" and option(test, "--load-epoch") == "50"
 
 
 def test_linear_probe_scripts_hold_out_imagenet_validation_and_evaluate_only_its_variants(repo):

@@ -136,12 +136,12 @@ def test_cocoop_uses_its_own_prompt_keys_and_10_epochs(root):
     assert option(progradcocoop.command, "LOSS.LAMBDA") == "1.0"
 
 
-def test_kd_is_prograds_trainer_with_the_kd_loss_and_no_lambda(root):
-    """KD runs the ProGrad trainer with LOSS.NAME kd in its own KD directory, without λ."""
+def test_kd_is_its_own_trainer_on_prograds_configs_without_lambda(root):
+    """KD runs its own trainer on ProGrad's configs in its own KD directory, without λ."""
     plan = plan_fewshot("KD", "dtd", "rn50", 16, replace(SETTINGS, lambda_="0.5"), root)
     run = plan.runs[0]
-    assert option(run.command, "--trainer") == "ProGrad"
-    assert option(run.command, "LOSS.NAME") == "kd"
+    assert option(run.command, "--trainer") == "KD"
+    assert option(run.command, "--config-file") == "configs/trainers/ProGrad/rn50.yaml"
     assert "LOSS.LAMBDA" not in run.command
     assert run.run_dir == "output/dtd/KD/rn50_16shots/nctx16_cscFalse_ctpend/seed1"
     assert "note: LAMBDA=0.5 is ignored: KD has no λ." in plan.notes
@@ -156,10 +156,15 @@ def test_linear_probe_is_few_shot_only_without_prompt_or_epochs(root):
         plan_base2new_train("LinearProbeCLIP", "dtd", SETTINGS, root)
 
 
-def test_a_new_method_is_one_entry(root, monkeypatch):
-    """A METHODS entry is enough to plan its runs and read them back in the tables."""
+def test_a_new_method_is_one_declaration(root, monkeypatch):
+    """A Method declaration is enough to plan its runs and read them back in the tables."""
     method = Method(
-        "MyPrompt", "CoOp", "CoOp", {"fewshot": Defaults("rn50", epochs=lambda d, k: 7)}
+        name="MyPrompt",
+        trainer="CoOp",
+        summary="a test method",
+        row=99,
+        config_folder="CoOp",
+        defaults={"fewshot": Defaults("rn50", epochs=lambda d, k: 7)},
     )
     monkeypatch.setitem(METHODS, "MyPrompt", method)
     (run, *_) = plan_fewshot("MyPrompt", "dtd", "rn50", 2, SETTINGS, root).runs

@@ -71,8 +71,9 @@ def repo(tmp_path: Path) -> Path:
     """A repository copy holding the scripts, every config name and a placeholder train.py."""
     root = tmp_path / "repo"
     shutil.copytree(REPO_ROOT / "scripts", root / "scripts")
-    # The scripts read the protocols through tools/protocols.py from experiments/protocols.py.
-    for folder in ("tools", "experiments"):
+    # The scripts read the protocols through tools/protocols.py from experiments/protocols.py,
+    # which reads the method and dataset declarations of trainers/ and datasets/
+    for folder in ("tools", "experiments", "trainers", "datasets"):
         shutil.copytree(
             REPO_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__")
         )
