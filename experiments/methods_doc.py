@@ -77,7 +77,8 @@ def render(methods: Sequence[Method] | None = None) -> str:
     """The generated block (between the markers), for the declared methods in table order."""
     from trainers.config import COMMON_KEYS  # yacs only
 
-    methods = list(catalog.methods().values()) if methods is None else list(methods)
+    if methods is None:  # the repository's own methods, whatever PROGRAD_PLUGINS adds
+        methods = list(catalog.methods(environ={}).values())
     lines = [START, ""]
     for method in methods:
         lines += render_method(method)
