@@ -1,10 +1,13 @@
 # Shared logic of the run scripts (sourced by every scripts/<method>/*.sh and scripts/zeroshot.sh).
 #
 # Each protocol function prints or runs one `python train.py ...` per seed. Run the scripts from
-# the repository root. The protocols themselves (methods, datasets, epochs by shots, λ per
-# dataset and shots, run directories, what counts as a finished run) are defined once, in
-# experiments/protocols.py, which these functions call through tools/protocols.py; tools/sweep.py
-# and the tables tool use the same definitions. Settings come from environment variables,
+# the repository root. The protocols themselves (run directories, what counts as a finished run)
+# are defined once, in experiments/protocols.py, which these functions call through
+# tools/protocols.py; it reads each method's defaults (config, shots, epochs, λ) from the METHOD
+# declaration of its trainers/<method>.py and the dataset lists from the DATASET declarations of
+# datasets/*.py. tools/sweep.py and the tables tool use the same definitions, so a declared
+# method (PROGRAD_PLUGINS ones included) runs through `python3 tools/protocols.py run ...` or
+# tools/sweep.py without a script of its own. Settings come from environment variables,
 # defaulting to the paper:
 #
 #   DATA     datasets root (required, unless every dataset of the command writes itself, such
@@ -22,8 +25,9 @@
 # A run directory holding a complete Dassl log (log.txt or a log.txt-<timestamp> with an
 # accuracy line in a `=> result` block, printed after "Finish training"/"Finished training"
 # for a training run) is skipped. Any other run is started again without deleting anything:
-# Dassl resumes training from the last checkpoint in the directory and writes its new log next
-# to the old one. A run that another process is running (its lock, .run.lock) is skipped.
+# training resumes exactly where it stopped (resume/state.pth, trainers/resume.py) and Dassl
+# writes its new log next to the old one. A run that another process is running (its lock,
+# .run.lock) is skipped.
 #
 # Settings that differ from the protocol default (NCTX/CSC/CTP in base-to-new, LAMBDA, EPOCHS)
 # are appended to the directory name, so an ablation never lands in, and is never skipped
@@ -55,15 +59,17 @@ run_protocol() {  # FUNCTION ARGS...
     "$python" tools/protocols.py run --script "$0" "$@"
 }
 
-# Few-shot protocol (main.sh; xd_train.sh with DATASET=imagenet). Env: EPOCHS (by shots),
-# LAMBDA (ProGrad: 0.8 at 8/16 shots on flowers/dtd/eurosat, else 1.0).
+# Few-shot protocol (main.sh; xd_train.sh with DATASET=imagenet). Env: EPOCHS (the method's; by
+# shots for CoOp, KD and ProGrad), LAMBDA (ProGrad, ProGradCoCoOp: 0.8 at 8/16 shots on
+# flowers/dtd/eurosat, else 1.0).
 # Output: $OUTPUT/DATASET/METHOD/CFG_SHOTSshots/nctxN_cscC_ctpP[_lambdaL][_epochsE]/seedS
 run_fewshot() {  # METHOD DATASET CFG SHOTS
     run_protocol fewshot "$@"
 }
 
-# Base-to-new settings as in ProGrad's official base2new_*.sh: SHOTS 4, CFG rn50_ep100 and 100
-# epochs (ImageNet: rn50_ep50, 50 epochs), LAMBDA 1.0.
+# Base-to-new training with the method's declared defaults; CoOp, KD and ProGrad as ProGrad's
+# official base2new_*.sh: SHOTS 4, CFG rn50_ep100 and 100 epochs (ImageNet: rn50_ep50, 50
+# epochs), LAMBDA 1.0.
 # Output: $OUTPUT/base2new/train_base/DATASET/shots_K/METHOD/CFG[_suffix]/seedS
 run_base2new_train() {  # METHOD DATASET
     run_protocol base2new_train "$@"
@@ -75,8 +81,8 @@ run_base2new_test() {  # METHOD DATASET
     run_protocol base2new_test "$@"
 }
 
-# Transfer source: the few-shot protocol on ImageNet with SHOTS 4 and CFG rn50 (ProGrad's
-# official eval.sh), 50 epochs.
+# Transfer source: the few-shot protocol on ImageNet with the method's xd SHOTS and CFG; CoOp,
+# KD and ProGrad as ProGrad's official eval.sh: SHOTS 4, CFG rn50, 50 epochs.
 run_xd_train() {  # METHOD
     run_protocol xd_train "$@"
 }

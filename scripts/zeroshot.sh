@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Zero-shot CLIP (trainer ZeroshotCLIP, hand-written prompts, --eval-only) on DATASET with the
-# backbone of configs/trainers/CoOp/CFG.yaml. Shared by both methods' tables: the zero-shot
+# backbone of configs/trainers/CoOp/CFG.yaml. Shared by every method's tables: the zero-shot
 # line of the few-shot plot, and with SUBS="base new" the zero-shot base-to-new row.
 #
 # Usage (from the repository root):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Few-shot protocol for KD: train on DATASET with SHOTS images per class, one run per seed.
-# The paper's distillation baseline, CoOp + KD: the ProGrad trainer with LOSS.NAME kd,
+# The paper's distillation baseline, CoOp + KD: the KD trainer (trainers/kd.py, --trainer KD;
+# the official configs' --trainer ProGrad LOSS.NAME kd builds it too),
 # (1 - α) CE + α T² KL(zero-shot || student) with LOSS.ALPHA 0.5 and LOSS.T 1.0 by default
 # (another α: EXTRA_OPTS="LOSS.ALPHA 0.3" with its own OUTPUT); ProGrad's configs (context from
 # the dataset's template) and CoOp's protocol defaults; no projection, so no λ.

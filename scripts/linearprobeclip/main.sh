@@ -2,8 +2,8 @@
 # Few-shot protocol for linear-probe CLIP (CoOp's lpclip/): logistic regression on frozen image
 # features of SHOTS images per class of DATASET, C searched on the few-shot validation split
 # (imagenet: on images held out from its train split, TRAINER.LINEAR_PROBE.VALIDATION train), one
-# run per seed. Features come from the feature cache (README: Linear-probe CLIP), so each split is
-# encoded once per backbone file, whatever the shots and seeds.
+# run per seed. Features come from the feature cache (docs/methods.md: Linear-probe CLIP), so
+# each split is encoded once per backbone file, whatever the shots and seeds.
 #
 # Usage (from the repository root):
 #   DATA=/path/to/datasets bash scripts/linearprobeclip/main.sh DATASET CFG SHOTS
