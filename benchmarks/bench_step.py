@@ -12,7 +12,7 @@ is downloaded), class count and precision, this script times three steps on the 
     our ProGrad           trainers.steps.prograd_gradients + Precision.step.
     our KgCoOp            trainers.baseline_steps.kgcoop_gradients (W = 8) + Precision.step.
     our KD                trainers.baseline_steps.distillation_gradients (α = 0.5, T = 1)
-                          + Precision.step (the ProGrad trainer with LOSS.NAME kd).
+                          + Precision.step (the KD trainer, trainers/kd.py).
 
 `--methods` picks which (default: all five); KgCoOp and KD get their own table beside CoOp.
 
@@ -253,7 +253,7 @@ def our_baseline_step(
     label: torch.Tensor,
     **loss_args: float,
 ) -> None:
-    """What the KgCoOp trainer (kgcoop_gradients) or the ProGrad trainer with LOSS.NAME kd
+    """What the KgCoOp trainer (kgcoop_gradients) or the KD trainer
     (distillation_gradients) does per batch: the method's gradients, then Precision.step."""
     params = [model.prompt_learner.ctx]
     result = gradients(model, image, label, precision, params, **loss_args)

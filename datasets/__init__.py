@@ -1,20 +1,10 @@
-"""Dataset classes in CoOp's layouts; importing this package registers them all with Dassl."""
+"""Dataset classes in CoOp's layouts; importing this package registers every dataset module of
+this folder that declares ``DATASET`` (experiments/catalog.py finds them: no list to keep)."""
 
-from . import (  # noqa: F401  (imported for their @DATASET_REGISTRY.register() side effect)
-    caltech101,
-    dtd,
-    eurosat,
-    fgvc_aircraft,
-    food101,
-    imagenet,
-    imagenet_a,
-    imagenet_r,
-    imagenet_sketch,
-    imagenetv2,
-    oxford_flowers,
-    oxford_pets,
-    stanford_cars,
-    sun397,
-    tinyworld,
-    ucf101,
-)
+import importlib
+
+from experiments import catalog
+
+for _source in catalog.sources(environ={}):
+    if _source.module.startswith(f"{__name__}."):
+        importlib.import_module(_source.module)

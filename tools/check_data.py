@@ -100,6 +100,7 @@ def dataset_classes() -> dict[str, type]:
     The declarations (``DATASET`` in ``datasets/<name>.py``) say which datasets there are; the
     self-generating TinyWorld is left out (it writes itself when missing).
     """
+    catalog.import_all()  # the repository's dataset modules and those of PROGRAD_PLUGINS
     declared = {
         dataset.layout.name
         for dataset in catalog.datasets().values()
