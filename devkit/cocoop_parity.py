@@ -15,6 +15,16 @@ have top-level `trainers` and `datasets` packages). Their CLIP loader fetches we
 their `load_clip_to_cpu` is pointed at the tiny checkpoint; nothing else of theirs is changed.
 
     COOP_REPO=/path/to/CoOp python tools/cocoop_parity.py --arch ViT --steps 8
+
+`--whole-run` compares whole training runs instead (devkit/whole_run.py): each side's own train.py
+for `--epochs` on one synthetic Caltech101 with a tiny RN CLIP, with CoCoOp's
+vit_b16_c4_ep10_batch1_ctxv1 config (the same file on both sides), fp32, no augmentation and a
+sequential sampler; their side with `.cuda()` a no-op, Dassl's warmup scheduler built on current
+torch, and their CLIP loader pointed at the file. It checks that both saw the same batches and
+prints, per step, both learning rates and the difference of the update of the prompt learner's
+trainable tensors (context and meta-net, as one vector) relative to theirs.
+
+    COOP_REPO=/path/to/CoOp python tools/cocoop_parity.py --whole-run --epochs 2 --batch 1
 """
 
 from __future__ import annotations
@@ -229,6 +239,101 @@ def run_parity(
         return {"arch": arch, "batch": batch, "lr": lr, **compare(work)}
 
 
+# --- Whole training runs: both sides' train.py for N epochs (devkit/whole_run.py). ---
+
+WHOLE_RUN_CONFIG = "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml"  # on both sides
+
+
+def whole_run_worker(args: argparse.Namespace) -> None:
+    """One side's train.py (in its own process) with every step recorded: the context is all of
+    the prompt learner's trainable tensors (ctx and the meta-net) as one vector. Their side with
+    the CPU adaptations of devkit/whole_run.py and their CLIP loader pointed at the file."""
+    import torch
+
+    from devkit.whole_run import (
+        cpu_adaptations,
+        enter_side,
+        run_recorded_train_py,
+        whole_run_argv,
+    )
+
+    opts = ["TRAINER.COCOOP.PREC", "fp32"]
+    if args.run_worker == "theirs":
+        enter_side(Path(args.coop_repo))
+        cpu_adaptations()
+        from clip import clip as their_clip
+
+        from trainers import cocoop
+
+        def load_clip_to_cpu(cfg):  # theirs downloads MODEL.BACKBONE.NAME; same build_model call
+            return their_clip.build_model(torch.load(args.clip, map_location="cpu"))
+
+        cocoop.load_clip_to_cpu = load_clip_to_cpu
+    else:  # their config has no MODEL.BACKBONE.PATH
+        enter_side(REPO_ROOT)
+        from trainers import cocoop
+
+        opts += ["MODEL.BACKBONE.PATH", args.clip]
+    names: list[str] = []
+
+    def context(trainer) -> torch.Tensor:
+        learner = trainer.model.prompt_learner
+        if not names:
+            names.extend(n for n, p in learner.named_parameters() if p.requires_grad)
+        parameters = dict(learner.named_parameters())
+        return torch.cat([parameters[name].detach().flatten() for name in names])
+
+    def saved_context(state: dict) -> torch.Tensor:
+        return torch.cat([state[name].flatten() for name in names])
+
+    argv = whole_run_argv(
+        "CoCoOp", WHOLE_RUN_CONFIG, args.root, args.out_dir, args.epochs, args.shots, args.batch,
+        opts,
+    )  # fmt: skip
+    run_recorded_train_py(cocoop.CoCoOp, argv, args.epochs, args.output, context, saved_context)
+    record = torch.load(args.output, weights_only=True)
+    torch.save({**record, "tensor_names": names}, args.output)
+
+
+def compare_whole_runs(
+    coop_repo: Path,
+    epochs: int = 2,
+    shots: int = 8,
+    batch: int = 1,
+    num_classes: int = 4,
+    images_per_class: int = 8,
+    clip_file: str | None = None,
+) -> dict:
+    """Run both sides' train.py for `epochs` on one synthetic Caltech101 with a tiny RN CLIP and
+    compare the prompt learner's trainable tensors after every step and epoch, relative to how
+    far theirs moved (devkit/whole_run.py). Raises ValueError if the two prompt learners train
+    different tensors."""
+
+    from devkit.whole_run import compare_records, run_sides, whole_run_inputs
+
+    with whole_run_inputs(clip_file, num_classes, images_per_class) as (folder, clip, root):
+        commands, outputs = {}, {}
+        for side in ("ours", "theirs"):
+            outputs[side] = folder / f"{side}.pt"
+            commands[side] = [
+                sys.executable, "-m", "devkit.cocoop_parity",
+                "--coop-repo", str(Path(coop_repo).resolve()), "--run-worker", side,
+                "--clip", clip, "--root", root, "--out-dir", str(folder / side),
+                "--output", str(outputs[side]), "--epochs", str(epochs), "--shots", str(shots),
+                "--batch", str(batch),
+            ]  # fmt: skip
+        records = run_sides(commands, outputs)
+    ours, theirs = records["ours"], records["theirs"]
+    if ours["tensor_names"] != theirs["tensor_names"]:
+        raise ValueError(
+            f"different trainable tensors: {ours['tensor_names']} vs {theirs['tensor_names']}"
+        )
+    report = compare_records(ours, theirs, epochs)
+    report["tensor_names"] = theirs["tensor_names"]
+    report["batch"] = batch
+    return report
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -240,7 +345,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=1, help="images per step (CoCoOp: 1)")
     parser.add_argument("--lr", type=float, default=0.05, help="OPTIM.LR")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--whole-run", action="store_true", help="compare both train.py runs, not single steps"
+    )
+    parser.add_argument("--epochs", type=int, default=2, help="--whole-run: OPTIM.MAX_EPOCH")
+    parser.add_argument("--shots", type=int, default=8, help="--whole-run: DATASET.NUM_SHOTS")
+    parser.add_argument("--classes", type=int, default=4, help="--whole-run: Caltech101 classes")
+    parser.add_argument("--images", type=int, default=8, help="--whole-run: images per class")
+    parser.add_argument("--clip", default=None, help="--whole-run: a CLIP file (default: tiny RN)")
     parser.add_argument("--side", choices=("ours", "theirs"), help=argparse.SUPPRESS)
+    parser.add_argument("--run-worker", choices=("ours", "theirs"), help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    parser.add_argument("--out-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.steps_per_epoch = max(1, args.steps // 2)  # so the schedule ticks during the run
@@ -257,6 +374,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.side:
         drive(args.side, args.work, args)
+        return
+    if args.run_worker:
+        whole_run_worker(args)
+        return
+    if args.whole_run:
+        from devkit.whole_run import print_whole_run
+
+        report = compare_whole_runs(
+            Path(args.coop_repo), args.epochs, args.shots, args.batch, args.classes, args.images,
+            args.clip,
+        )  # fmt: skip
+        title = f"CoCoOp, batch {args.batch}, tensors {', '.join(report['tensor_names'])}"
+        print_whole_run(report, title, args.json)
         return
     figures = run_parity(Path(args.coop_repo), args.arch, args.steps, args.batch, args.lr)
     print(json.dumps(figures, indent=2))

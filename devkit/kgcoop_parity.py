@@ -220,74 +220,27 @@ def compare(
     }
 
 
-# --- Whole training runs: both sides' train.py for N epochs on the same synthetic dataset. ---
+# --- Whole training runs: both sides' train.py for N epochs (devkit/whole_run.py). ---
 
 WHOLE_RUN_CONFIG = "configs/trainers/KgCoOp/rn50_ep100.yaml"  # the same file on both sides
-WHOLE_RUN_DATASET_CONFIG = "configs/datasets/caltech101.yaml"
-
-
-def whole_run_argv(
-    root: str, clip_file: str, output_dir: str, weight: float, epochs: int, shots: int, batch: int
-) -> list[str]:
-    """train.py's command line, the same on both sides (each reads its own copy of the configs):
-    deterministic input (no augmentation, sequential sampler), fp32, no test."""
-    return [
-        "train.py", "--root", root, "--seed", "1", "--trainer", "KgCoOp",
-        "--dataset-config-file", WHOLE_RUN_DATASET_CONFIG, "--config-file", WHOLE_RUN_CONFIG,
-        "--output-dir", output_dir,
-        "MODEL.BACKBONE.PATH", clip_file, "INPUT.SIZE", "(32, 32)",
-        "INPUT.TRANSFORMS", "('normalize',)", "DATALOADER.TRAIN_X.SAMPLER", "SequentialSampler",
-        "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", str(batch),
-        "DATASET.NUM_SHOTS", str(shots), "OPTIM.MAX_EPOCH", str(epochs),
-        "TRAINER.COOP.PREC", "fp32", "TRAINER.COOP.W", str(weight), "TEST.NO_TEST", "True",
-    ]  # fmt: skip
-
-
-def record_steps(trainer_class, record: dict) -> None:
-    """Wrap `trainer_class.forward_backward` to record, per step, the epoch, the LR it used, the
-    batch (labels and an image checksum) and the context after it; and whether any BatchNorm
-    layer of the model ran in training mode (the tiny RN has BatchNorm; Dassl's
-    set_model_mode("train") reaches only the registered prompt learner)."""
-    step = trainer_class.forward_backward
-
-    def forward_backward(self, batch):
-        if not record["contexts"]:
-            record["contexts"].append(self.model.prompt_learner.ctx.detach().clone())
-        record["epochs"].append(self.epoch)
-        record["lrs"].append(self.optim.param_groups[0]["lr"])
-        record["labels"].append(batch["label"].tolist())
-        record["image_sums"].append(batch["img"].double().sum().item())
-        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-        record["batchnorm_training"] |= any(m.training for m in norms)
-        summary = step(self, batch)
-        record["contexts"].append(self.model.prompt_learner.ctx.detach().clone())
-        return summary
-
-    trainer_class.forward_backward = forward_backward
 
 
 def whole_run_worker(args: argparse.Namespace) -> None:
-    """One side's train.py (in its own process, run from its folder as `python train.py` runs),
-    with every step recorded; their side with the two CPU adaptations of `official_worker`, their
-    teacher CLIP in fp32 under --teacher fp32, and upstream Dassl's warmup scheduler made to build
-    on current torch (it passes `verbose`, which torch no longer takes)."""
-    import runpy
+    """One side's train.py (in its own process), with every step recorded; their side with the
+    CPU adaptations of devkit/whole_run.py, their CLIP loader pointed at the checkpoint, their
+    teacher CLIP in fp32 under --teacher fp32."""
+    from devkit.whole_run import (
+        cpu_adaptations,
+        enter_side,
+        run_recorded_train_py,
+        whole_run_argv,
+    )
 
-    folder = Path(args.official if args.run_worker == "theirs" else ROOT).resolve()
-    os.chdir(folder)
-    sys.path.insert(0, str(folder))
-    if args.run_worker == "theirs":
-        torch.nn.Module.cuda = lambda self, *a, **k: self
-        torch.Tensor.cuda = lambda self, *a, **k: self
-        from dassl.optim import lr_scheduler
-        from torch.optim.lr_scheduler import LRScheduler
-
-        def warmup_init(self, optimizer, successor, warmup_epoch, last_epoch=-1, verbose=False):
-            self.successor = successor
-            self.warmup_epoch = warmup_epoch
-            LRScheduler.__init__(self, optimizer, last_epoch)
-
-        lr_scheduler._BaseWarmupScheduler.__init__ = warmup_init
+    theirs = args.run_worker == "theirs"
+    enter_side(Path(args.official) if theirs else ROOT)
+    opts = ["TRAINER.COOP.W", str(args.weight)]
+    if theirs:  # their config has no MODEL.BACKBONE.PATH
+        cpu_adaptations()
         from clip import clip as official_clip
 
         from trainers import kgcoop
@@ -304,23 +257,13 @@ def whole_run_worker(args: argparse.Namespace) -> None:
         kgcoop.load_clip_to_cpu = load_clip_to_cpu
     else:
         from trainers import kgcoop
-    record = {"contexts": [], "epochs": [], "lrs": [], "labels": [], "image_sums": []}
-    record.update(trainer_file=kgcoop.__file__, batchnorm_training=False)
-    record_steps(kgcoop.KgCoOp, record)
-    sys.argv = whole_run_argv(
-        args.root, args.clip, args.out_dir, args.weight, args.epochs, args.shots, args.batch_size
-    )
-    if args.run_worker == "theirs":  # their config has no MODEL.BACKBONE.PATH (see above)
-        at = sys.argv.index("MODEL.BACKBONE.PATH")
-        del sys.argv[at : at + 2]
-    with contextlib.redirect_stdout(io.StringIO()):
-        runpy.run_path(str(folder / "train.py"), run_name="__main__")
-    record["contexts"] = torch.stack(record["contexts"])
-    # The last epoch's checkpoint, as --eval-only would read it (theirs pickles its scheduler).
-    checkpoint = Path(args.out_dir) / "prompt_learner" / f"model.pth.tar-{args.epochs}"
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-    record["checkpoint_is_last_context"] = torch.equal(state["ctx"], record["contexts"][-1])
-    torch.save(record, args.output)
+
+        opts += ["MODEL.BACKBONE.PATH", args.clip]
+    argv = whole_run_argv(
+        "KgCoOp", WHOLE_RUN_CONFIG, args.root, args.out_dir, args.epochs, args.shots,
+        args.batch_size, opts,
+    )  # fmt: skip
+    run_recorded_train_py(kgcoop.KgCoOp, argv, args.epochs, args.output)
 
 
 def compare_whole_runs(
@@ -341,83 +284,22 @@ def compare_whole_runs(
     (labels and image checksums are compared; a mismatch raises). The default data (4 classes of
     8 images, 8 shots, batch 32) give one step per epoch; more classes give more.
     """
-    from devkit.synthetic_data import write_caltech101
-    from devkit.tiny_clip import write_tiny_clip
+    from devkit.whole_run import compare_records, run_sides, whole_run_inputs
 
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        if clip_file is None:
-            clip_file = str(write_tiny_clip(folder / "tiny_rn.pt", "RN"))
-        root = str(write_caltech101(folder / "data", num_classes, images_per_class))
-        runs = {}
+    with whole_run_inputs(clip_file, num_classes, images_per_class) as (folder, clip, root):
+        commands, outputs = {}, {}
         for side in ("ours", "theirs"):
-            command = [
-                sys.executable, __file__, "--official", str(Path(official).resolve()),
-                "--run-worker", side, "--clip", str(Path(clip_file).resolve()), "--root", root,
-                "--out-dir", str(folder / side), "--output", str(folder / f"{side}.pt"),
-                "--weight", str(weight), "--teacher", teacher, "--epochs", str(epochs),
-                "--shots", str(shots), "--batch-size", str(batch),
+            outputs[side] = folder / f"{side}.pt"
+            commands[side] = [
+                sys.executable, "-m", "devkit.kgcoop_parity",
+                "--official", str(Path(official).resolve()), "--run-worker", side,
+                "--clip", clip, "--root", root, "--out-dir", str(folder / side),
+                "--output", str(outputs[side]), "--weight", str(weight), "--teacher", teacher,
+                "--epochs", str(epochs), "--shots", str(shots), "--batch-size", str(batch),
             ]  # fmt: skip
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise RuntimeError(f"{side} train.py failed:\n{result.stderr[-4000:]}")
-            runs[side] = torch.load(folder / f"{side}.pt", weights_only=True)
-    ours, theirs = runs["ours"], runs["theirs"]
-    same_input = (
-        ours["labels"] == theirs["labels"]
-        and ours["epochs"] == theirs["epochs"]
-        and torch.allclose(
-            torch.tensor(ours["image_sums"]), torch.tensor(theirs["image_sums"]), rtol=1e-6
-        )
-    )
-    if not same_input:
-        raise RuntimeError("the two train.py runs did not see the same batches")
-    start = theirs["contexts"][0]
-    # Per step: max |Δ(update)| / max |their update so far|.
-    moved = (theirs["contexts"] - start).abs().amax(dim=(1, 2))
-    difference = ((ours["contexts"] - start) - (theirs["contexts"] - start)).abs().amax(dim=(1, 2))
-    relative = (difference / moved.clamp_min(1e-30)).tolist()
-    ends = [i + 1 for i in range(len(ours["epochs"])) if i + 1 == len(ours["epochs"])
-            or ours["epochs"][i + 1] != ours["epochs"][i]]  # fmt: skip
-    return {
-        "epochs": epochs,
-        "weight": weight,
-        "teacher": teacher,
-        "steps_per_epoch": len(ours["epochs"]) // epochs,
-        "same_start": torch.equal(ours["contexts"][0], start),
-        "trainer_files": [ours["trainer_file"], theirs["trainer_file"]],
-        "batchnorm_training": [ours["batchnorm_training"], theirs["batchnorm_training"]],
-        "checkpoints_hold_the_last_context": (
-            ours["checkpoint_is_last_context"] and theirs["checkpoint_is_last_context"]
-        ),
-        "our_lrs": ours["lrs"],
-        "their_lrs": theirs["lrs"],
-        "relative_update_difference_per_step": relative[1:],
-        "relative_update_difference_per_epoch": [relative[i] for i in ends],
-        "relative_update_difference": relative[-1],
-        "context_moved": moved[-1].item(),
-    }
-
-
-def print_whole_run(report: dict, json_file: Path | None) -> None:
-    """The whole-run report: per epoch, the LRs and the difference of the context update."""
-    print(
-        f"train.py on both sides, {report['epochs']} epochs of {report['steps_per_epoch']} steps,"
-        f" W {report['weight']}, their teacher CLIP {report['teacher']}"
-    )
-    print("step  our LR      their LR    max|Δ update| / max|their update|")
-    for step, relative in enumerate(report["relative_update_difference_per_step"]):
-        print(
-            f"{step + 1:>4}  {report['our_lrs'][step]:.6e}  {report['their_lrs'][step]:.6e}  "
-            f"{relative:.2e}"
-        )
-    print(
-        f"after {report['epochs']} epochs the context moved by up to "
-        f"{report['context_moved']:.3e}; the two updates differ by "
-        f"{report['relative_update_difference']:.2e} of that"
-    )
-    if json_file:
-        json_file.write_text(json.dumps(report, indent=2))
+        records = run_sides(commands, outputs)
+    report = compare_records(records["ours"], records["theirs"], epochs)
+    return {**report, "weight": weight, "teacher": teacher}
 
 
 def main() -> None:
@@ -454,20 +336,21 @@ def main() -> None:
     if not (Path(args.official) / "trainers" / "kgcoop.py").is_file():
         sys.exit(f"error: {args.official} has no trainers/kgcoop.py; give the KgCoOp/ folder")
     if args.whole_run:
-        print_whole_run(
-            compare_whole_runs(
-                args.official,
-                args.epochs,
-                args.weight,
-                args.teacher,
-                args.shots,
-                args.batch_size,
-                args.classes,
-                args.images,
-                args.clip,
-            ),  # fmt: skip
-            args.json,
+        from devkit.whole_run import print_whole_run
+
+        report = compare_whole_runs(
+            args.official,
+            args.epochs,
+            args.weight,
+            args.teacher,
+            args.shots,
+            args.batch_size,
+            args.classes,
+            args.images,
+            args.clip,
         )
+        title = f"W {report['weight']}, their teacher CLIP {report['teacher']}"
+        print_whole_run(report, title, args.json)
         return
     report = compare(args.official, args.clip, args.steps, args.weight, args.lr, args.teacher)
     print(f"teacher CLIP of the official side: {report['teacher']}; W {report['weight']}")

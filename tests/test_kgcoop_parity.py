@@ -46,7 +46,7 @@ def test_whole_train_py_runs_agree_with_the_official_ones_with_an_fp32_teacher(w
     """Both train.py's, 2 epochs of 2 steps (KgCoOp's rn50_ep100 config: constant warmup, then
     cosine; SGD with momentum): the same batches, learning rates and start, no BatchNorm in
     training mode, and after every epoch the context updates agree to 2e-5 of their size."""
-    from tools.kgcoop_parity import compare_whole_runs
+    from devkit.kgcoop_parity import compare_whole_runs
 
     report = compare_whole_runs(
         OFFICIAL, epochs=2, weight=weight, teacher="fp32", num_classes=8, images_per_class=16
@@ -62,7 +62,7 @@ def test_whole_train_py_runs_agree_with_the_official_ones_with_an_fp32_teacher(w
 def test_whole_train_py_runs_with_the_official_fp16_teacher_differ_by_its_rounding():
     """As the official code runs (teacher CLIP in fp16), W 8: the updates differ by fp16
     rounding of the teacher (about 2e-3 of their size), not more."""
-    from tools.kgcoop_parity import compare_whole_runs
+    from devkit.kgcoop_parity import compare_whole_runs
 
     report = compare_whole_runs(OFFICIAL, epochs=2, weight=8.0, teacher="fp16")
     assert report["our_lrs"] == report["their_lrs"]
