@@ -231,16 +231,33 @@ def dataset_order(names: Iterable[str], environ: dict[str, str] | None = None) -
 
 
 def import_all(environ: dict[str, str] | None = None) -> None:
-    """Import every declaring module, so that its Dassl trainer or dataset class registers."""
+    """Import every declaring module, so that its Dassl trainer or dataset class registers.
+
+    Raises:
+        CatalogError: a module of PROGRAD_PLUGINS that fails to import, naming it and the error
+            (the repository's own modules raise as they are).
+    """
     import sys
 
     for source in sources(environ):
         if source.module in sys.modules:
             continue
-        if source.module.startswith("prograd_plugin_"):
-            spec = importlib.util.spec_from_file_location(source.module, source.path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[source.module] = module
-            spec.loader.exec_module(module)
-        else:
-            importlib.import_module(source.module)
+        plugin = not source.path.is_relative_to(
+            ROOT / "trainers"
+        ) and not source.path.is_relative_to(ROOT / "datasets")
+        try:
+            if source.module.startswith("prograd_plugin_"):
+                spec = importlib.util.spec_from_file_location(source.module, source.path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[source.module] = module
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(source.module)
+        except Exception as error:
+            sys.modules.pop(source.module, None)
+            if not plugin:
+                raise
+            raise CatalogError(
+                f"{PLUGINS_VARIABLE} module {source.path} failed to import "
+                f"({type(error).__name__}: {error}); fix it, or take it out of {PLUGINS_VARIABLE}"
+            ) from error

@@ -83,3 +83,18 @@ def test_a_declaration_outside_the_vocabulary_is_a_clear_error(tmp_path):
     plugin.write_text("X = 1\nMETHOD = Method(name=X)\n")
     with pytest.raises(catalog.CatalogError, match=r"my_method.py line 2: METHOD may use only"):
         catalog.methods(environ={"PROGRAD_PLUGINS": str(plugin)})
+
+
+def test_a_plugin_that_fails_to_import_is_named_by_train_py(tmp_path, monkeypatch):
+    """A PROGRAD_PLUGINS module that raises on import: train.py's config step names the file."""
+    pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
+    from train import build_parser, setup_cfg
+
+    plugin = tmp_path / "broken_method.py"
+    plugin.write_text(
+        "import no_such_module_here\n\nMETHOD = Method(name='Broken', trainer='Broken', "
+        "summary='s', row=1, config_folder='CoOp', defaults={})\n"
+    )
+    monkeypatch.setenv("PROGRAD_PLUGINS", str(plugin))
+    with pytest.raises(catalog.CatalogError, match=r"broken_method.py failed to import"):
+        setup_cfg(build_parser().parse_args(["--trainer", "CoOp"]))
