@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.protocols import backbone_of
-
 FORMAT_VERSION = 1
 FILE_NAME = "run.json"
 ROOT = Path(__file__).resolve().parents[1]  # the repository holding train.py
@@ -530,6 +528,10 @@ def table_backbone(record: RunRecord) -> str:
     """The tables' backbone of a run: the config name without its epochs ("rn50") for OpenAI's
     weights, "rn50 [RN50 (file 0123456789ab)]" for a file, so runs of different backbones never
     share a table."""
+    # Imported here: train.py imports this module, and the protocols read every declaration
+    # (PROGRAD_PLUGINS included) at import, which train.py does inside its error handling.
+    from experiments.protocols import backbone_of
+
     backbone = backbone_of(record.config)
     return f"{backbone} [{record.backbone.identity}]" if record.backbone.path else backbone
 
