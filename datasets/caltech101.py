@@ -18,11 +18,7 @@ DATASET = Dataset(
         split_file="split_zhou_Caltech101.json",
         published=SplitSizes(classes=100, train=4128, val=1649, test=2465),
     ),
-    templates=Templates(
-        prograd="a photo of a {}.",
-        coop="a photo of a {}.",
-        kgcoop="a photo of a {}.",
-    ),
+    templates=Templates(),  # DEFAULT_TEMPLATE, "a photo of a {}.", for ProGrad, CoOp and KgCoOp
     groups=(FEWSHOT, XD_TARGET),
 )
 

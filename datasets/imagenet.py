@@ -33,11 +33,7 @@ DATASET = Dataset(
         class_file="classnames.txt",
         published=SplitSizes(classes=1000, train=1281167, val=None, test=50000),
     ),
-    templates=Templates(
-        prograd="a photo of a {}.",
-        coop="a photo of a {}.",
-        kgcoop="a photo of a {}.",
-    ),
+    templates=Templates(),  # DEFAULT_TEMPLATE, "a photo of a {}.", for ProGrad, CoOp and KgCoOp
     groups=(FEWSHOT, XD_SOURCE),
 )
 # What ImageNet's validation images are called when they come in one flat folder.

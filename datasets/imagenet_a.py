@@ -18,11 +18,7 @@ DATASET = Dataset(
         class_file="classnames.txt",
         published=SplitSizes(classes=200, train=None, val=None, test=7500),
     ),
-    templates=Templates(
-        prograd="a photo of a {}.",
-        coop="a photo of a {}.",
-        kgcoop="a photo of a {}.",
-    ),
+    templates=Templates(),  # DEFAULT_TEMPLATE, "a photo of a {}.", for ProGrad, CoOp and KgCoOp
     groups=(DG_TARGET,),
 )
 

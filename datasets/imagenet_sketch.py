@@ -18,11 +18,7 @@ DATASET = Dataset(
         class_file="classnames.txt",
         published=SplitSizes(classes=1000, train=None, val=None, test=50889),
     ),
-    templates=Templates(
-        prograd="a photo of a {}.",
-        coop="a photo of a {}.",
-        kgcoop="a photo of a {}.",
-    ),
+    templates=Templates(),  # DEFAULT_TEMPLATE, "a photo of a {}.", for ProGrad, CoOp and KgCoOp
     groups=(DG_TARGET,),
 )
 

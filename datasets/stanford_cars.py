@@ -27,11 +27,7 @@ DATASET = Dataset(
         split_file="split_zhou_StanfordCars.json",
         published=SplitSizes(classes=196, train=6509, val=1635, test=8041),
     ),
-    templates=Templates(
-        prograd="a photo of a {}.",
-        coop="a photo of a {}.",
-        kgcoop="a photo of a {}.",
-    ),
+    templates=Templates(),  # DEFAULT_TEMPLATE, "a photo of a {}.", for ProGrad, CoOp and KgCoOp
     groups=(FEWSHOT, XD_TARGET),
 )
 

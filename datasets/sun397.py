@@ -27,11 +27,7 @@ DATASET = Dataset(
         split_file="split_zhou_SUN397.json",
         published=SplitSizes(classes=397, train=15880, val=3970, test=19850),
     ),
-    templates=Templates(
-        prograd="a photo of a {}.",
-        coop="a photo of a {}.",
-        kgcoop="a photo of a {}.",
-    ),
+    templates=Templates(),  # DEFAULT_TEMPLATE, "a photo of a {}.", for ProGrad, CoOp and KgCoOp
     groups=(FEWSHOT, XD_TARGET),
 )
 

@@ -26,11 +26,7 @@ DATASET = Dataset(
         images="images",
         split_file="split_zhou_TinyWorld.json",
     ),
-    templates=Templates(
-        prograd="a photo of a {}.",
-        coop="a photo of a {}.",
-        kgcoop="a photo of a {}.",
-    ),
+    templates=Templates(),  # DEFAULT_TEMPLATE, "a photo of a {}.", for ProGrad, CoOp and KgCoOp
     groups=(SELF_GENERATING,),
 )
 
