@@ -239,6 +239,7 @@ def import_all(environ: dict[str, str] | None = None) -> None:
     """
     import sys
 
+    methods(environ), datasets(environ)  # every declaration is read (and checked) first
     for source in sources(environ):
         if source.module in sys.modules:
             continue
