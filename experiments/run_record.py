@@ -36,14 +36,14 @@ STATUSES = ("running", "finished", "failed")
 PROTOCOLS = ("fewshot", "base2new", "xd", "zeroshot")
 SUBSETS = ("all", "base", "new")
 ZERO_SHOT_TRAINER = "ZeroshotCLIP"
-# The protocol names of the tables (tools/protocols.py's Setting.protocol) for ours.
+# The protocol names of the tables (experiments/protocols.py's Setting.protocol) for ours.
 TABLE_PROTOCOLS = {
     "fewshot": "fewshot",
     "zeroshot": "fewshot",
     "base2new": "base2new",
     "xd": "transfer",
 }
-HASH_CHUNK = 1 << 20
+HASH_CHUNK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -287,22 +287,36 @@ def method_name(trainer_name: str, cfg: Any) -> str:
     return trainer_name
 
 
+_file_digests: dict[tuple[str, int, int], str] = {}
+
+
 def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's content, "" when it cannot be read."""
-    digest = hashlib.sha256()
-    try:
-        with open(os.path.expanduser(path), "rb") as file:
+    """Hex sha256 of a file's content, remembered per path, size and mtime within a process (the
+    one content hash of a backbone file: run.json's identity and the feature cache's key).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    path = os.path.expanduser(path)
+    stat = os.stat(path)
+    memo = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if memo not in _file_digests:
+        digest = hashlib.sha256()
+        with open(path, "rb") as file:
             while chunk := file.read(HASH_CHUNK):
                 digest.update(chunk)
-    except OSError:
-        return ""
-    return digest.hexdigest()
+        _file_digests[memo] = digest.hexdigest()
+    return _file_digests[memo]
 
 
 def backbone_of_config(cfg: Any) -> Backbone:
     """The :class:`Backbone` of a config: ``MODEL.BACKBONE.NAME``, its PATH and the file's hash."""
     path = str(getattr(cfg.MODEL.BACKBONE, "PATH", "") or "")
-    return Backbone(str(cfg.MODEL.BACKBONE.NAME), path, file_sha256(path) if path else "")
+    try:
+        sha256 = file_sha256(path) if path else ""
+    except OSError:  # an unreadable file: identified by its path alone
+        sha256 = ""
+    return Backbone(str(cfg.MODEL.BACKBONE.NAME), path, sha256)
 
 
 def dataset_name(registry_name: str, dataset_config_file: str = "") -> str:

@@ -31,30 +31,15 @@ from typing import NamedTuple
 
 import torch
 
+from experiments.run_record import file_sha256  # noqa: F401  (the backbone file's content hash)
+
 FEATURE_FORMAT = 1
-_DIGEST_CHUNK = 1 << 22
 
 
 def default_feature_cache() -> Path:
     """$XDG_CACHE_HOME/prograd/clip_features, else ~/.cache/prograd/clip_features."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "prograd" / "clip_features"
-
-
-_file_digests: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's content (remembered per path, size and mtime within a process)."""
-    stat = os.stat(path)
-    memo = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo not in _file_digests:
-        digest = hashlib.sha256()
-        with open(path, "rb") as file:
-            for chunk in iter(lambda: file.read(_DIGEST_CHUNK), b""):
-                digest.update(chunk)
-        _file_digests[memo] = digest.hexdigest()
-    return _file_digests[memo]
 
 
 def image_list_sha256(items: Sequence) -> str:
