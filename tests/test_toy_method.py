@@ -89,3 +89,39 @@ def test_the_tables_give_it_its_declared_row(tmp_path):
     assert compared_rows(tables.stdout) == ["CoOp", "Toy", "KD"]
     undeclared = run_tool("tools/parse_results.py", str(tmp_path), PROGRAD_PLUGINS="")
     assert compared_rows(undeclared.stdout) == ["CoOp", "KD", "Toy"]  # after the declared ones
+
+
+def dry_run(script: str, *args: str, **env: str) -> str:
+    """What ``bash scripts/<script> args`` prints with DRY_RUN=1 (its commands)."""
+    completed = subprocess.run(
+        ["bash", f"scripts/{script}", *args],
+        cwd=ROOT,
+        env={**os.environ, "DRY_RUN": "1", "DATA": "/datasets", "SEEDS": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout
+
+
+@pytest.mark.parametrize(
+    ("method", "script", "args"),
+    [
+        ("ProGrad", "main", ("caltech101", "rn50", "16")),
+        ("KgCoOp", "base2new_train", ("dtd",)),
+        ("CoCoOp", "base2new_test", ("dtd",)),
+        ("KD", "xd_train", ()),
+        ("LinearProbeCLIP", "xd_test", ("imagenetv2",)),
+    ],
+)
+def test_scripts_run_sh_is_each_methods_own_script(method, script, args):
+    """scripts/run.sh METHOD SCRIPT gives the commands of scripts/<method>/<SCRIPT>.sh."""
+    own = dry_run(f"{method.lower()}/{script}.sh", *args)
+    assert own and dry_run("run.sh", method, script, *args) == own
+
+
+def test_scripts_run_sh_runs_a_method_without_script_files():
+    """The toy method has no scripts/ folder; scripts/run.sh plans its runs all the same."""
+    (line,) = dry_run("run.sh", "Toy", "main", "caltech101", "rn50", "4", **PLUGIN).splitlines()
+    assert option(shlex.split(line), "--trainer") == "ToyCoOp"
