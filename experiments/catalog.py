@@ -119,16 +119,21 @@ def _plugin_sources(environ: dict[str, str]) -> Iterator[Source]:
         yield Source(entry, Path(spec.origin))
 
 
-def sources(environ: dict[str, str] | None = None) -> list[Source]:
-    """The modules that declare methods or datasets: the repository's, then the plugins."""
+@functools.cache
+def _repository_sources() -> tuple[Source, ...]:
+    """The repository's declaring modules, found once per process (the tables ask per cell)."""
     found = [
         Source(f"{folder}.{path.stem}", path)
         for folder in ("trainers", "datasets")
         for path in sorted((ROOT / folder).glob("*.py"))
     ]
-    found = [source for source in found if declarations_of(source)]
+    return tuple(source for source in found if declarations_of(source))
+
+
+def sources(environ: dict[str, str] | None = None) -> list[Source]:
+    """The modules that declare methods or datasets: the repository's, then the plugins."""
     plugins = list(_plugin_sources(dict(os.environ if environ is None else environ)))
-    return found + plugins
+    return [*_repository_sources(), *plugins]
 
 
 @functools.cache
@@ -243,9 +248,7 @@ def import_all(environ: dict[str, str] | None = None) -> None:
     for source in sources(environ):
         if source.module in sys.modules:
             continue
-        plugin = not source.path.is_relative_to(
-            ROOT / "trainers"
-        ) and not source.path.is_relative_to(ROOT / "datasets")
+        plugin = source not in _repository_sources()
         try:
             if source.module.startswith("prograd_plugin_"):
                 spec = importlib.util.spec_from_file_location(source.module, source.path)

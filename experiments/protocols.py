@@ -50,9 +50,7 @@ from experiments.declarations import (
     FEWSHOT,
     SELF_GENERATING,
     XD_TARGET,
-    Defaults,  # noqa: F401  (the protocols' vocabulary, re-exported)
     Method,
-    PromptKeys,  # noqa: F401
 )
 
 # ----------------------------------------------------------------------------------------------

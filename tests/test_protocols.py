@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from experiments import protocols, results
+from experiments.declarations import Defaults, Method
 from experiments.protocols import (
     METHODS,
-    Defaults,
-    Method,
     ProtocolError,
     Settings,
     classify,

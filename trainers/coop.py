@@ -7,7 +7,7 @@ from dassl.engine import TRAINER_REGISTRY
 
 from experiments.declarations import COOP_PROTOCOL_DEFAULTS, ConfigKey, Method
 
-from .base import PromptTrainer, load_clip_for  # noqa: F401  (load_clip_for: its old home)
+from .base import PromptTrainer
 from .clip_prompt import (
     CustomCLIP,
     PromptLearner,
