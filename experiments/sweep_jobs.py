@@ -128,7 +128,11 @@ def run_one(run: Run, repo_root: str, sweep_dir: str, env: Mapping[str, str]) ->
         tail: deque[str] = deque(maxlen=200)
         with stderr_path.open("a") as sink:
             child = subprocess.Popen(
-                list(run.command), cwd=repo_root, env=dict(env), stderr=subprocess.PIPE, text=True
+                list(run.command),
+                cwd=repo_root,
+                env=lock.child_environment(env),
+                stderr=subprocess.PIPE,
+                text=True,
             )
             copier = threading.Thread(target=_tee, args=(child.stderr, sink, tail), daemon=True)
             copier.start()

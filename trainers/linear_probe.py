@@ -33,7 +33,7 @@ from experiments.declarations import DG_TARGET, ConfigKey, Defaults, Method
 
 from .base import load_clip_for
 from .clip_prompt import resolve_clip_file
-from .dassl_compat import checkpoint_state_dict, load_checkpoint
+from .dassl_compat import SaveModelMixin, checkpoint_state_dict, load_checkpoint
 from .data_loading import DataLoadingMixin, ReadableImagesWrapper
 from .feature_cache import (
     FeatureCache,
@@ -204,7 +204,7 @@ def rows_of(split: SplitFeatures, items) -> torch.Tensor:
 
 
 @TRAINER_REGISTRY.register()
-class LinearProbeCLIP(DataLoadingMixin, TrainerX):
+class LinearProbeCLIP(SaveModelMixin, DataLoadingMixin, TrainerX):
     """Logistic regression on frozen CLIP image features (CoOp's lpclip/ protocol)."""
 
     def check_cfg(self, cfg) -> None:
