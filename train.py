@@ -32,7 +32,13 @@ from experiments.atomic import describe_write_error, translate, write_text  # no
 from experiments.locks import RunLock  # noqa: E402
 from experiments.run_record import method_name, recorded_run  # noqa: E402
 from trainers import config  # noqa: E402
-from trainers.inputs import check_paths, error_text, merge_config_file, merge_options  # noqa: E402
+from trainers.inputs import (  # noqa: E402
+    check_paths,
+    check_values,
+    error_text,
+    merge_config_file,
+    merge_options,
+)
 
 
 def extend_cfg(cfg: CN) -> None:
@@ -69,13 +75,15 @@ def setup_cfg(args: argparse.Namespace) -> CN:
     """Dassl's defaults + our keys, then the dataset file, the method file, flags and opts.
 
     Every key and value of the files and options is checked against the declared tree
-    (trainers/inputs.py): a typo, a missing value or a wrong type is a clear error.
+    (trainers/inputs.py): a typo, a missing value or a wrong type is a clear error; then every
+    key's value against its declared range or choices (trainers/config.py key_values).
     """
     # Every module that declares a method (trainers/*.py, PROGRAD_PLUGINS) registers its trainer.
     catalog.import_all()
     cfg = get_cfg_default()
     extend_cfg(cfg)
     declared = cfg.clone()
+    sources: dict[str, str] = {}  # key -> where it was set, for check_values' messages
     for flag, path in (
         ("--dataset-config-file", args.dataset_config_file),
         ("--config-file", args.config_file),
@@ -87,11 +95,31 @@ def setup_cfg(args: argparse.Namespace) -> CN:
                 f"configs/trainers/ProGrad/rn50.yaml)"
             )
         if path:
-            merge_config_file(cfg, declared, path, flag)
+            merge_config_file(cfg, declared, path, flag, sources)
     reset_cfg(cfg, args)
-    merge_options(cfg, declared, args.opts)
+    given = {
+        flag: key for flag, key in FLAG_KEYS.items() if getattr(args, flag) not in (None, "", -1)
+    }
+    sources.update({key: f"from --{flag.replace('_', '-')}" for flag, key in given.items()})
+    merge_options(cfg, declared, args.opts, sources)
+    check_values(cfg, declared, config.key_values(catalog.methods().values()), sources)
     cfg.freeze()
     return cfg
+
+
+# The flags that set a config key (reset_cfg), by argparse destination.
+FLAG_KEYS = {
+    "root": "DATASET.ROOT",
+    "output_dir": "OUTPUT_DIR",
+    "resume": "RESUME",
+    "seed": "SEED",
+    "source_domains": "DATASET.SOURCE_DOMAINS",
+    "target_domains": "DATASET.TARGET_DOMAINS",
+    "transforms": "INPUT.TRANSFORMS",
+    "trainer": "TRAINER.NAME",
+    "backbone": "MODEL.BACKBONE.NAME",
+    "head": "MODEL.HEAD.NAME",
+}
 
 
 def project_trainers() -> list[str]:
