@@ -105,7 +105,9 @@ def translate(error: OSError, path: str | os.PathLike, what: str) -> OSError:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, what: str, mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_file(
+    path: str | os.PathLike, what: str, mode: str = "wb", newline: str | None = None
+) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on a clean exit make it ``path`` atomically.
 
     Args:
@@ -113,6 +115,7 @@ def atomic_file(path: str | os.PathLike, what: str, mode: str = "wb") -> Iterato
         what: what is being written, in a few words, for the error message
             (e.g. "the checkpoint of epoch 2").
         mode: "wb" or "w" (text, UTF-8).
+        newline: for text, as open()'s (csv wants "").
 
     Raises:
         DiskWriteError: out of space, quota, permission or on a read-only file system; the
@@ -124,7 +127,7 @@ def atomic_file(path: str | os.PathLike, what: str, mode: str = "wb") -> Iterato
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(path)
         encoding = None if "b" in mode else "utf-8"
-        with open(temporary, mode, encoding=encoding) as file:
+        with open(temporary, mode, encoding=encoding, newline=newline) as file:
             yield file
             file.flush()
             os.fsync(file.fileno())
@@ -170,6 +173,13 @@ def save_torch(obj: Any, path: str | os.PathLike, what: str) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_bytes(path, buffer.getbuffer(), what)
+
+
+def save_figure(figure: Any, path: str | os.PathLike, what: str, **savefig_options: Any) -> None:
+    """A matplotlib figure to ``path`` (its format from the suffix), atomically."""
+    suffix = Path(path).suffix.lstrip(".") or "png"
+    with atomic_file(path, what, "wb") as file:
+        figure.savefig(file, format=suffix, **savefig_options)
 
 
 def _remove_stale_temporaries(path: Path) -> None:

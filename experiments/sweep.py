@@ -39,6 +39,7 @@ from dataclasses import asdict, astuple, dataclass, field, replace
 from pathlib import Path
 
 from experiments import protocols
+from experiments.atomic import write_text
 from experiments.locks import LOCK_NAME, live_holder, process_alive, process_start
 from experiments.protocols import (
     DG_TARGETS,
@@ -262,9 +263,9 @@ class Sweep:
             "workers": self.workers,
             "units": [[asdict(run) for run in unit] for unit in self.units],
         }
-        temporary = self.folder / "manifest.json.tmp"
-        temporary.write_text(json.dumps(data, indent=1))
-        os.replace(temporary, self.folder / "manifest.json")
+        write_text(
+            self.folder / "manifest.json", json.dumps(data, indent=1), "the sweep's manifest"
+        )
 
     @classmethod
     def load(cls, folder: Path) -> Sweep:
