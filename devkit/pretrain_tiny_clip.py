@@ -44,6 +44,7 @@ os.environ.setdefault("OUTDATED_IGNORE", "1")  # datasets/ imports Dassl, which 
 from clip.model import CLIP  # noqa: E402
 
 from datasets import tinyworld_world as world  # noqa: E402
+from experiments.cli import any_int, non_negative_int, positive_float, positive_int  # noqa: E402
 from trainers.clip_prompt import (  # noqa: E402
     TextEncoder,
     load_clip,
@@ -251,13 +252,15 @@ def main(argv: list[str] | None = None) -> int:
         help=f"checkpoint to write (default: {SHIPPED.relative_to(REPO_ROOT)} in the repository "
         "when it does not exist yet)",
     )
-    parser.add_argument("--steps", type=int, default=1200, help="training steps (1200)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights and data (0)")
-    parser.add_argument("--batch-size", type=int, default=256, help="pairs per step (256)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (1e-3)")
+    parser.add_argument("--steps", type=positive_int, default=1200, help="training steps (1200)")
+    parser.add_argument("--seed", type=any_int, default=0, help="seed of weights and data (0)")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="pairs per step (256)")
+    parser.add_argument(
+        "--lr", type=positive_float, default=1e-3, help="peak AdamW learning rate (1e-3)"
+    )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="CPU threads (default: torch's choice; 1 is faster on a machine shared with "
         "other jobs)",

@@ -1,6 +1,7 @@
 """Every command-line tool refuses a bad flag clearly: probes generated from each tool's own
-argparse parser (a wrong type for each typed flag, an unknown choice, an unknown flag), so a flag
-added later is probed too. In-process: each tool's parser is captured, not run."""
+argparse parser (a word for each number flag, a number out of its range, an unknown choice, an
+unknown flag or subcommand), so a flag added later is probed too. In-process: each tool's parser
+is captured, not run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from experiments.cli import Bounded
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every command-line tool with an argparse parser (tools/protocols.py has its own fixed form,
@@ -79,8 +82,11 @@ def probes(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
         if not action.option_strings or action.nargs == 0:
             continue
         flag = action.option_strings[-1]
-        if action.type in (int, float):
+        if action.type in (int, float) or isinstance(action.type, Bounded):
             yield [*filled, flag, "not-a-number"], [flag, "not-a-number"]
+        if isinstance(action.type, Bounded) and action.type.out_of_range() is not None:
+            bad = action.type.out_of_range()
+            yield [*filled, flag, bad], [flag, bad, action.type.describe()]
         if action.choices:
             yield [*filled, flag, "no-such-choice"], [flag, "no-such-choice"]
 
@@ -101,3 +107,24 @@ def test_every_flag_of_every_tool_refuses_a_bad_value_by_name(path, monkeypatch)
         assert all(word in message for word in named), (argv, message)
         count += 1
     assert count >= 1
+
+
+@pytest.mark.parametrize("path", TOOLS, ids=[f"{p.parent.name}/{p.name}" for p in TOOLS])
+def test_every_number_flag_declares_its_range(path, monkeypatch):
+    """An int or float flag uses a type of experiments/cli.py (e.g. positive_int), so a zero or
+    negative count is refused by argparse rather than failing later."""
+
+    def actions(parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from actions(sub)
+            else:
+                yield action
+
+    bare = [
+        action.option_strings or action.dest
+        for action in actions(tool_parser(path, monkeypatch))
+        if action.type in (int, float)
+    ]
+    assert not bare, f"{path.name}: give these flags a type of experiments/cli.py: {bare}"
