@@ -7,7 +7,8 @@ on POSIX). A kill or a full disk at any moment leaves the previous file whole, s
 always resume from its last complete state.
 
 A write that fails because the file system is full (ENOSPC), the quota is used up (EDQUOT), the
-file system is read-only (EROFS) or the folder is not writable (EACCES) raises
+file system is read-only (EROFS), the folder is not writable (EACCES) or the path is a folder
+(EISDIR) or lies under a file (ENOTDIR) raises
 :class:`DiskWriteError`: one paragraph naming the path, what was being written and the fix
 (``train.py`` and the tools print it as ``error: ...``, without a traceback).
 
@@ -55,6 +56,15 @@ DISK_ERRORS = {
     errno.EACCES: (
         "permission denied",
         "give a folder you can write to, or fix the permissions of {folder}",
+    ),
+    errno.EISDIR: ("that path is a folder", "give the path of a file (inside it, or elsewhere)"),
+    errno.EEXIST: (
+        "a file is where one of its folders should be",
+        "give a path whose folders are folders",
+    ),
+    errno.ENOTDIR: (
+        "a part of its folder path is a file, not a folder",
+        "give a path whose folders are folders",
     ),
 }
 

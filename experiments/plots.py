@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         curves, source = load_curves(args.run_dir)
         title = f"{Path(*args.run_dir.resolve().parts[-5:])} (from {source})"
         drawn = plot_curves(curves, output, title)
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:  # OSError: unreadable input, a failed write
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {output} ({', '.join(drawn)}; from {source})")
