@@ -9,6 +9,8 @@ import argparse
 import contextlib
 import importlib.util
 import io
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -128,3 +130,34 @@ def test_every_number_flag_declares_its_range(path, monkeypatch):
         if action.type in (int, float)
     ]
     assert not bare, f"{path.name}: give these flags a type of experiments/cli.py: {bare}"
+
+
+SCRIPTS = sorted(
+    path
+    for path in (ROOT / "scripts").rglob("*.sh")
+    if "usage_unless" in path.read_text() and path.name != "common.sh"
+)
+
+
+def test_every_run_script_refuses_a_wrong_argument_count_by_its_usage():
+    """Each run script given one argument too few or too many: exit non-zero before anything runs,
+    `error:` with its usage on stderr, nothing on stdout (generated over scripts/)."""
+    import subprocess
+
+    assert len(SCRIPTS) > 30
+    env = {"PATH": os.environ["PATH"], "DATA": "/nonexistent", "DRY_RUN": "1"}
+    for script in SCRIPTS:
+        relative = script.relative_to(ROOT)
+        expected = int(re.search(r"usage_unless (\d+)", script.read_text()).group(1))
+        wrong = [["a"] * (expected - 1), ["a"] * (expected + 1)] if expected else [["a"]]
+        if script.name == "run.sh":  # METHOD SCRIPT ARGS...: fewer than two words
+            wrong = [[], ["CoOp"]]
+        for arguments in wrong:
+            completed = subprocess.run(
+                ["bash", str(relative), *arguments], cwd=ROOT, env=env, capture_output=True,
+                text=True, timeout=60,
+            )  # fmt: skip
+            assert completed.returncode != 0, (relative, arguments)
+            assert completed.stderr.startswith("error:"), (relative, completed.stderr)
+            assert "sage" in completed.stderr and "Traceback" not in completed.stderr
+            assert completed.stdout == "", (relative, completed.stdout)
