@@ -263,7 +263,7 @@ def test_failing_run_leaves_existing_outputs_untouched(tmp_path, data_root, tiny
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode != 0
-    assert "error: LOSS.LAMBDA is 2.0; it must lie in [0, 1]" in result.stderr
+    assert "error: LOSS.LAMBDA is 2.0; it takes a number in [0, 1]" in result.stderr
     assert "Traceback" not in result.stderr
     assert (out / "log.txt").read_text() == "old log\n"
     assert (out / "prompt_learner" / "model.pth.tar-2").read_bytes() == b"old checkpoint"
