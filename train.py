@@ -10,6 +10,7 @@ ProGradCoCoOp, LinearProbeCLIP, and those of PROGRAD_PLUGINS) with CoOp's comman
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import warnings
@@ -28,7 +29,7 @@ from yacs.config import CfgNode as CN  # noqa: E402
 
 import datasets  # noqa: E402,F401  (registers the datasets)
 from experiments import catalog  # noqa: E402
-from experiments.atomic import describe_write_error, translate, write_text  # noqa: E402
+from experiments.atomic import translate, write_text  # noqa: E402
 from experiments.locks import RunLock  # noqa: E402
 from experiments.run_record import method_name, recorded_run  # noqa: E402
 from trainers import config  # noqa: E402
@@ -163,6 +164,10 @@ def seed_and_build(cfg: CN):
     return build_trainer(cfg)
 
 
+class RunBusyError(ValueError):
+    """Another live process holds the run directory's lock."""
+
+
 def take_run_lock(output_dir: str) -> RunLock:
     """The lock of the run directory (experiments/locks.py), or the error naming its holder.
 
@@ -173,10 +178,6 @@ def take_run_lock(output_dir: str) -> RunLock:
     if not lock.acquire_or_inherit():
         raise RunBusyError(lock.refusal(f"--output-dir {output_dir}"))
     return lock
-
-
-class RunBusyError(ValueError):
-    """Another live process holds the run directory's lock."""
 
 
 def main(args: argparse.Namespace) -> None:
@@ -259,7 +260,7 @@ def run(argv: list[str] | None = None) -> None:
     except (ValueError, OSError) as error:  # OSError: FileNotFoundError, PermissionError, ...
         if os.environ.get("PROGRAD_TRACEBACK"):
             raise
-        if isinstance(error, OSError) and describe_write_error(error, ".", "") is not None:
+        if isinstance(error, OSError) and error.errno in FULL_DISK:
             # A full disk met outside experiments/atomic.py (Dassl's log.txt, tensorboard): the
             # log file cannot take more either, so stop writing to it.
             stop_logging_to_file()
@@ -267,6 +268,11 @@ def run(argv: list[str] | None = None) -> None:
             error = translate(error, where, "the run's log and tensorboard files")
         hint = "(set PROGRAD_TRACEBACK=1 to see where it was raised)"
         sys.exit(f"error: {error_text(error)}\n{hint}")
+
+
+# Disk-level errors that also stop Dassl's log.txt and tensorboard writes (experiments/atomic.py
+# names the path and the fix).
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def stop_logging_to_file() -> None:
