@@ -2,6 +2,8 @@
 Caltech101 copy and a tiny CLIP, a trainer built in-process from that command line, a run as a
 subprocess, and what the tests read back (accuracy, a model's state). Needs Dassl."""
 
+import contextlib
+import io
 import re
 import subprocess
 import sys
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+import train
 from train import build_parser, seed_and_build, setup_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +45,30 @@ def run_train_py(*args) -> str:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+class KeepOpen(io.TextIOBase):
+    """A stdout for Dassl's setup_logger, whose Logger closes its console when it is
+    garbage-collected (that would close pytest's capture file)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+def run_in_process(args) -> None:
+    """train.py's command line in this process (no interpreter start-up), from the repository
+    root; a refusal raises SystemExit with its `error: ...` message."""
+    with contextlib.chdir(ROOT), contextlib.redirect_stdout(KeepOpen(sys.stdout)):
+        train.run([str(arg) for arg in args])
 
 
 def accuracy(log: str) -> float:

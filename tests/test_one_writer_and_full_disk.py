@@ -16,7 +16,7 @@ import torch
 pytest.importorskip("dassl", reason="upstream Dassl is not installed (see README: Install)")
 
 from devkit.synthetic_data import write_caltech101  # noqa: E402
-from devkit.train_runs import cli_args  # noqa: E402
+from devkit.train_runs import cli_args, run_in_process  # noqa: E402
 from experiments.atomic import GATE_VARIABLE, PAUSE_VARIABLE  # noqa: E402
 from experiments.locks import LOCK_NAME, TOKEN_VARIABLE  # noqa: E402
 from experiments.run_record import read_record  # noqa: E402
@@ -93,10 +93,9 @@ def files_of(run_dir: Path) -> dict[str, tuple[int, str]]:
 
 @pytest.fixture(scope="module")
 def lone_run(tmp_path_factory, data_root, tiny_clip_files) -> Path:
-    """The reference: the command run alone, uninterrupted."""
+    """The reference: the command run alone, uninterrupted (in this process: no start-up)."""
     run_dir = tmp_path_factory.mktemp("lone") / "run"
-    finished = run(command(run_dir, data_root, tiny_clip_files["RN"]))
-    assert finished.returncode == 0, finished.stderr[-3000:]
+    run_in_process(command(run_dir, data_root, tiny_clip_files["RN"])[2:])
     return run_dir
 
 
@@ -110,10 +109,11 @@ def test_second_train_py_on_a_run_in_progress_is_refused_and_writes_nothing(
     first = start_paused(args, "state.pth", **{GATE_VARIABLE: str(gate)})
     try:
         before = files_of(run_dir)
-        second = run(args)
-        assert second.returncode != 0
-        assert f"pid {first.pid} on {socket.gethostname()}, since " in second.stderr
-        assert "Traceback" not in second.stderr
+        with pytest.raises(SystemExit) as second:  # train.py's command line, in this process
+            run_in_process(args[2:])
+        message = str(second.value.code)
+        assert message.startswith("error: --output-dir") and "Traceback" not in message
+        assert f"is being run by pid {first.pid} on {socket.gethostname()}, since " in message
         assert files_of(run_dir) == before
     finally:
         gate.touch()
@@ -136,8 +136,7 @@ def test_kill_during_a_checkpoint_write_then_the_same_command_resumes_exactly(
     assert not (run_dir / CHECKPOINT).exists()
     assert (run_dir / LOCK_NAME).exists()  # left by the killed holder
 
-    rerun = run(args)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    run_in_process(args[2:])  # the same command again (in this process: no start-up)
     assert same_result(run_dir, lone_run)
     assert not list((run_dir / "prompt_learner").glob(".*.tmp"))
 
@@ -187,6 +186,5 @@ def test_full_disk_at_the_checkpoint_write_is_named_then_the_same_command_finish
     assert not (run_dir / CHECKPOINT).exists()
 
     filler.unlink()
-    rerun = run(args)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    run_in_process(args[2:])  # the same command again (in this process: no start-up)
     assert same_result(run_dir, lone_run)
