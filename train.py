@@ -10,7 +10,6 @@ ProGradCoCoOp, LinearProbeCLIP, and those of PROGRAD_PLUGINS) with CoOp's comman
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 import warnings
@@ -29,7 +28,7 @@ from yacs.config import CfgNode as CN  # noqa: E402
 
 import datasets  # noqa: E402,F401  (registers the datasets)
 from experiments import catalog  # noqa: E402
-from experiments.atomic import translate, write_text  # noqa: E402
+from experiments.atomic import FULL_DISK, translate, write_text  # noqa: E402
 from experiments.locks import RunLock  # noqa: E402
 from experiments.run_record import method_name, recorded_run  # noqa: E402
 from trainers import config  # noqa: E402
@@ -261,18 +260,13 @@ def run(argv: list[str] | None = None) -> None:
         if os.environ.get("PROGRAD_TRACEBACK"):
             raise
         if isinstance(error, OSError) and error.errno in FULL_DISK:
-            # A full disk met outside experiments/atomic.py (Dassl's log.txt, tensorboard): the
-            # log file cannot take more either, so stop writing to it.
+            # Also met outside experiments/atomic.py (Dassl's log.txt, tensorboard): the log
+            # file cannot take more either, so stop writing to it.
             stop_logging_to_file()
             where = error.filename or args.output_dir or "the run's folder"
             error = translate(error, where, "the run's log and tensorboard files")
         hint = "(set PROGRAD_TRACEBACK=1 to see where it was raised)"
         sys.exit(f"error: {error_text(error)}\n{hint}")
-
-
-# Disk-level errors that also stop Dassl's log.txt and tensorboard writes (experiments/atomic.py
-# names the path and the fix).
-FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def stop_logging_to_file() -> None:

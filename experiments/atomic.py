@@ -69,6 +69,10 @@ DISK_ERRORS = {
 }
 
 
+# The errors of the disk itself (not of one path): every later write there fails too.
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
 class DiskWriteError(OSError):
     """A write that failed for want of space, quota or permission; the message says what to do.
 

@@ -80,3 +80,22 @@ def test_a_child_named_by_the_holder_runs_under_its_lock_and_no_one_else(tmp_pat
         assert f"pid {os.getpid()} on {socket.gethostname()}, since " in refusal
     finally:
         holder.release()
+
+
+def test_the_protocol_runner_passes_its_lock_to_the_command_it_runs(tmp_path, monkeypatch):
+    """A script's run (experiments/protocols.py) holds the run's lock; the command it starts
+    goes on under it (it would exit 3 if it were refused)."""
+    import sys
+    from pathlib import Path
+
+    from experiments import protocols
+
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    run_dir = tmp_path / "run"
+    child = (
+        "import sys; from experiments.locks import RunLock; "
+        "sys.exit(0 if RunLock(sys.argv[1]).acquire_or_inherit() else 3)"
+    )
+    command = (sys.executable, "-c", child, str(run_dir))
+    protocols._run_locked(protocols.Run("fewshot", "CoOp", "dtd", 1, True, str(run_dir), command))
+    assert not (run_dir / ".run.lock").exists()  # released after the command
