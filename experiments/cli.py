@@ -11,6 +11,7 @@ only.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 
 
@@ -43,6 +44,8 @@ class Bounded:
             value = self.kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {self.describe()}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not finite; give {self.describe()}")
         if (
             (self.minimum is not None and value < self.minimum)
             or (self.maximum is not None and value > self.maximum)

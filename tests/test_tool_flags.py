@@ -89,6 +89,8 @@ def probes(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
         if isinstance(action.type, Bounded) and action.type.out_of_range() is not None:
             bad = action.type.out_of_range()
             yield [*filled, flag, bad], [flag, bad, action.type.describe()]
+        if isinstance(action.type, Bounded) and action.type.kind is float:
+            yield [*filled, flag, "nan"], [flag, "nan", "not finite"]
         if action.choices:
             yield [*filled, flag, "no-such-choice"], [flag, "no-such-choice"]
 
