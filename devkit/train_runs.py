@@ -4,6 +4,7 @@ subprocess, and what the tests read back (accuracy, a model's state). Needs Dass
 
 import contextlib
 import io
+import os
 import re
 import subprocess
 import sys
@@ -67,8 +68,13 @@ class KeepOpen(io.TextIOBase):
 def run_in_process(args) -> None:
     """train.py's command line in this process (no interpreter start-up), from the repository
     root; a refusal raises SystemExit with its `error: ...` message."""
-    with contextlib.chdir(ROOT), contextlib.redirect_stdout(KeepOpen(sys.stdout)):
-        train.run([str(arg) for arg in args])
+    before = os.getcwd()  # contextlib.chdir is Python 3.11+; we support 3.10
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(KeepOpen(sys.stdout)):
+            train.run([str(arg) for arg in args])
+    finally:
+        os.chdir(before)
 
 
 def accuracy(log: str) -> float:
