@@ -59,12 +59,59 @@ def paper_lambda(protocol: str, dataset: str, shots: int) -> float:
 
 
 @dataclass(frozen=True)
+class Values:
+    """The values a config key takes, beyond the type of its default (checked by train.py
+    before anything is built or written; trainers/inputs.py ``check_values``).
+
+    Bounds and choices apply to the value, or to each item of a list or tuple value. ``Values()``
+    says that any value of the default's type is fine (e.g. a path, checked elsewhere).
+    """
+
+    minimum: float | None = None  # the smallest value allowed
+    above: float | None = None  # values must be greater than this
+    maximum: float | None = None  # the largest value allowed
+    choices: tuple = ()  # the only values (or items) allowed
+    types: tuple[str, ...] = ()  # for a key declared None: the types it takes ("bool", "str")
+    length: int | None = None  # a list or tuple value: its number of items
+    note: str = ""  # what special values mean, e.g. "-1: all images"
+
+    def describe(self, default: object = None) -> str:
+        """What is allowed, in words, e.g. "an integer >= 1" or "one of fp16, fp32, amp"."""
+        item = default[0] if isinstance(default, (list, tuple)) and default else default
+        kind = {bool: "True or False", int: "an integer", float: "a number", str: "text"}.get(
+            type(item), "a value"
+        )
+        if self.types:
+            kind = " or ".join(TYPE_WORDS.get(name, name) for name in self.types)
+        bounds = []
+        if self.minimum is not None and self.maximum is not None:
+            bounds.append(f"in [{self.minimum}, {self.maximum}]")
+        elif self.minimum is not None:
+            bounds.append(f">= {self.minimum}")
+        elif self.maximum is not None:
+            bounds.append(f"<= {self.maximum}")
+        if self.above is not None:
+            bounds.append(f"> {self.above}")
+        text = f"{kind} {' and '.join(bounds)}".strip()
+        if self.choices:
+            text = "one of " + ", ".join(str(choice) for choice in self.choices)
+        if isinstance(default, (list, tuple)):
+            count = f"{self.length} " if self.length is not None else ""
+            text = f"a list of {count}items, each {text}"
+        return f"{text} ({self.note})" if self.note else text
+
+
+TYPE_WORDS = {"bool": "True or False", "str": "text", "NoneType": "None", "int": "an integer"}
+
+
+@dataclass(frozen=True)
 class ConfigKey:
     """A config key a method adds to Dassl's defaults: ``train.py`` declares exactly these."""
 
     key: str  # full yacs path, e.g. "TRAINER.COOP.N_CTX"
-    default: object  # None lets yacs take any type; the trainer's check_cfg checks it
+    default: object  # None lets yacs take any type; ``values.types`` says which
     comment: str  # one line: what it does and its values
+    values: Values | None = None  # the values it takes (train.py refuses others); None: any
 
 
 @dataclass(frozen=True)
