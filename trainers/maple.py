@@ -14,10 +14,10 @@ from torch import nn
 
 from experiments.declarations import MAPLE_PROMPT, MAPLE_PROTOCOL_DEFAULTS, ConfigKey, Method
 
-from .clip_prompt import count_tokens
+from .clip_prompt import check_text_encoder, count_tokens
 from .cocoop import check_prompt_length
 from .coop import CoOp
-from .maple_prompt import MaPLeCLIP, MaPLePromptLearner
+from .maple_prompt import MaPLeCLIP, MaPLePromptLearner, ReferenceMaPLeCLIP
 from .precision import PRECISIONS
 
 METHOD = Method(
@@ -44,6 +44,9 @@ METHOD = Method(
         ),
     ),
 )
+# MODEL.TEXT_ENCODER: packed (fast, exact) or reference (the official computation, all 77
+# positions, CLIP's own blocks; bit for bit the official steps, see docs/methods.md).
+MAPLE_MODELS = {"packed": MaPLeCLIP, "reference": ReferenceMaPLeCLIP}
 CHECKPOINT_PREFIX = "prompt_learner."  # the official checkpoints' keys: the whole CustomCLIP's
 
 
@@ -112,6 +115,7 @@ class MaPLe(CoOp):
 
     def check_cfg(self, cfg) -> None:
         check_maple_cfg(cfg)
+        check_text_encoder(cfg.MODEL.TEXT_ENCODER)
 
     def precision_mode(self) -> str:
         return self.cfg.TRAINER.MAPLE.PREC
@@ -129,7 +133,9 @@ class MaPLe(CoOp):
             clip_model, classnames, maple.N_CTX, maple_prompt_words(self.cfg), maple.PROMPT_DEPTH
         )
         teacher = self.teacher_text_features(clip_model, classnames)
-        return MaPLeCLIP(clip_model, learner, teacher)
+        if self.cfg.MODEL.TEXT_ENCODER != "packed":
+            print(f"MaPLe model: {self.cfg.MODEL.TEXT_ENCODER} (the official computation)")
+        return MAPLE_MODELS[self.cfg.MODEL.TEXT_ENCODER](clip_model, learner, teacher)
 
     def checkpoint_module(self) -> nn.Module:
         return MaPLeCheckpoint(self.model.prompt_learner)

@@ -300,12 +300,13 @@ class MaPLeImageEncoder(nn.Module):
         batch = x.shape[0]
         cls = visual.class_embedding.to(dtype).expand(batch, 1, -1)
         x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(dtype)
-        prompt = inserted(input_prompt, dtype).expand(batch, -1, -1)
+        # Expanded before the cast, as the official code: each image's gradient is rounded.
+        prompt = inserted(input_prompt.expand(batch, -1, -1), dtype)
         x = visual.ln_pre(torch.cat([x, prompt], dim=1))  # (B, N + M, D_v)
         n_ctx = input_prompt.shape[0]
         for index, block in enumerate(visual.transformer.resblocks):
             if 1 <= index <= len(deep_prompts):
-                prompt = inserted(deep_prompts[index - 1], dtype).expand(batch, -1, -1)
+                prompt = inserted(deep_prompts[index - 1].expand(batch, -1, -1), dtype)
                 x = torch.cat([x[:, :-n_ctx], prompt], dim=1)
             x = x + self_attention(block.attn, block.ln_1(x))
             x = x + quick_gelu_mlp(block.mlp, block.ln_2(x))
@@ -409,8 +410,8 @@ class ReferenceMaPLeCLIP(MaPLeCLIP):
         x = (x + encoder.positional_embedding.type(dtype)).permute(1, 0, 2)  # (77, C, D_t)
         for index, block in enumerate(encoder.resblocks):
             if 1 <= index <= len(prompts.deep_text):
-                prompt = inserted(prompts.deep_text[index - 1], dtype)
-                prompt = prompt.unsqueeze(1).expand(-1, n_cls, -1)
+                prompt = prompts.deep_text[index - 1].unsqueeze(1).expand(-1, n_cls, -1)
+                prompt = inserted(prompt, dtype)
                 x = torch.cat([x[:1], prompt, x[1 + prompt.shape[0] :]])
             x = block(x)
         x = encoder.ln_final(x.permute(1, 0, 2)).type(dtype)
@@ -425,13 +426,13 @@ class ReferenceMaPLeCLIP(MaPLeCLIP):
         batch = x.shape[0]
         cls = visual.class_embedding.to(dtype) + torch.zeros(batch, 1, x.shape[-1], dtype=dtype)
         x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(dtype)
-        prompt = inserted(prompts.vision_input, dtype).expand(batch, -1, -1)
+        prompt = inserted(prompts.vision_input.expand(batch, -1, -1), dtype)
         x = visual.ln_pre(torch.cat([x, prompt], dim=1)).permute(1, 0, 2)  # (N + M, B, D_v)
         n_ctx = prompts.vision_input.shape[0]
         for index, block in enumerate(visual.transformer.resblocks):
             if 1 <= index <= len(prompts.deep_vision):
-                deep = inserted(prompts.deep_vision[index - 1], dtype)
-                x = torch.cat([x[:-n_ctx], deep.unsqueeze(1).expand(-1, batch, -1)])
+                deep = prompts.deep_vision[index - 1].unsqueeze(1).expand(-1, batch, -1)
+                x = torch.cat([x[:-n_ctx], inserted(deep, dtype)])
             x = block(x)
         features = visual.ln_post(x[0]) @ visual.proj
         return features / features.norm(dim=-1, keepdim=True)
