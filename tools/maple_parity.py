@@ -1,4 +1,5 @@
-"""Our MaPLe against the official code (muzairkhattak/multimodal-prompt-learning), step for step on identical input:
+"""Our MaPLe against the official code (muzairkhattak/multimodal-prompt-learning), step for step
+on identical input:
 ``MAPLE_OFFICIAL=/path/to/multimodal-prompt-learning python tools/maple_parity.py``.
 The code is devkit/maple_parity.py."""
 
