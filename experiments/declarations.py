@@ -106,8 +106,10 @@ COCOOP_PROTOCOL_DEFAULTS = {  # the CoOp repository's scripts/cocoop/
 
 
 def maple_fewshot_epochs(dataset: str, shots: int) -> int:
-    """MaPLe's official configs: 5 epochs (vit_b16_c2_ep5_batch4_2ctx); 2 on ImageNet, the
-    source of cross-dataset transfer and domain generalisation (..._cross_datasets)."""
+    """MaPLe's configs: 5 epochs; 2 on ImageNet (the cross-dataset source, as its own config).
+
+    vit_b16_c2_ep5_batch4_2ctx trains 5 epochs, vit_b16_c2_ep5_batch4_2ctx_cross_datasets (on
+    ImageNet, for cross-dataset transfer and domain generalisation) 2."""
     return 2 if dataset == "imagenet" else 5
 
 
