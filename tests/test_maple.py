@@ -202,6 +202,28 @@ def test_bad_maple_settings_are_refused_with_key_value_and_fix(
               *FAST, *opts)  # fmt: skip
 
 
+@pytest.mark.parametrize("precision", ["fp16", "amp"])
+def test_prograd_maple_fp16_and_amp_train_on_the_cpu(
+    monkeypatch, tmp_path, data_root, tiny_clip_files, precision
+):
+    """fp16 (ctx and proj in half, the deep prompts and couplings in fp32, as the official code)
+    and amp train: every tensor finite and moved, no step skipped."""
+    trainer = build(
+        monkeypatch, "ProGradMaPLe", PROGRAD_MAPLE_TINY, tmp_path, data_root,
+        tiny_clip_files["ViT"], *FAST, "TRAINER.MAPLE.PREC", precision, "TEST.NO_TEST", "True",
+        epochs=1,
+    )  # fmt: skip
+    half = torch.float16 if precision == "fp16" else torch.float32
+    assert trainer.prompt_learner.ctx.dtype == trainer.prompt_learner.proj.weight.dtype == half
+    assert trainer.prompt_learner.compound_prompts_text[0].dtype == torch.float32
+    start = trainable(trainer)
+    trainer.train()
+    for name, value in trainable(trainer).items():
+        assert torch.isfinite(value).all()
+        assert not torch.equal(value, start[name]), name
+    assert trainer.skipped_steps == 0
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("trainer_name", ["MaPLe", "ProGradMaPLe"])
 @pytest.mark.parametrize("precision", ["fp16", "amp"])
