@@ -21,7 +21,8 @@ figures are the medians of wall and process CPU time. Targets: maple <= 0.5x the
 time and <= 0.7x its peak memory; prograd_maple <= 1.5x maple's time.
 
 Run from the repository root:
-    python benchmarks/bench_maple.py                  # ~5 min on 2 CPU cores
+    python benchmarks/bench_maple.py                  # ~10 min on 2 busy CPU cores
+    python benchmarks/bench_maple.py --threads 1       # steadier on a shared machine
     python benchmarks/bench_maple.py --classes 10 --repeats 2 --json out.json
 """
 
@@ -146,8 +147,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds (>= 1: memory)")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.warmup = max(1, args.warmup)
     info = machine()
     started = time.perf_counter()
