@@ -161,25 +161,29 @@ def test_resume_after_an_interruption_ends_where_the_uninterrupted_run_ends(
         assert torch.equal(value, trainable(resumed)[name]), name
 
 
-def test_train_py_writes_the_official_checkpoint_and_it_evaluates_in_official_form(
-    monkeypatch, tmp_path, data_root, tiny_clip_files, capsys
+def test_official_form_checkpoint_evaluates_through_train_py_eval_only(
+    monkeypatch, tmp_path, data_root, tiny_clip_files
 ):
-    """train.py --trainer MaPLe: MultiModalPromptLearner/model.pth.tar-1; the same checkpoint
-    holding the frozen CLIP too, as the official code saves it, evaluates to the logged
-    accuracy."""
-    out = tmp_path / "run"
-    clip_file = tiny_clip_files["ViT"]
-    log = run_train_py(*cli_args("MaPLe", MAPLE_TINY, out, data_root, clip_file, *FAST, epochs=1))
+    """A MaPLe run writes MultiModalPromptLearner/model.pth.tar-1; the same checkpoint holding
+    the frozen CLIP too, as the official code saves it, evaluates through `train.py --eval-only`
+    to the trained model's accuracy."""
+    out, clip_file = tmp_path / "run", tiny_clip_files["ViT"]
+    trainer = build(monkeypatch, "MaPLe", MAPLE_TINY, out, data_root, clip_file, *FAST, epochs=1)
+    trainer.train()
+    trained_accuracy = trainer.test()
     checkpoint = torch.load(out / "MultiModalPromptLearner" / "model.pth.tar-1")
+    assert sorted(checkpoint["state_dict"]) == sorted(TRAINABLE)
     clip_state = build_tiny_clip("ViT").state_dict()
     checkpoint["state_dict"].update({f"image_encoder.{k}": v for k, v in clip_state.items()})
     official = tmp_path / "official"
     (official / "MultiModalPromptLearner").mkdir(parents=True)
     torch.save(checkpoint, official / "MultiModalPromptLearner" / "model.pth.tar-1")
-    fresh = build(monkeypatch, "MaPLe", MAPLE_TINY, tmp_path / "eval", data_root, clip_file, *FAST)
-    fresh.load_model(str(official), epoch=1)
-    assert "frozen CLIP tensors, not read" in capsys.readouterr().out
-    assert round(fresh.test(), 1) == accuracy(log)
+    flags = ("--eval-only", "--model-dir", str(official), "--load-epoch", "1")
+    log = run_train_py(
+        *cli_args("MaPLe", MAPLE_TINY, tmp_path / "eval", data_root, clip_file, *FAST, flags=flags)
+    )
+    assert "frozen CLIP tensors, not read" in log
+    assert accuracy(log) == round(trained_accuracy, 1)
 
 
 @pytest.mark.parametrize(
