@@ -25,8 +25,9 @@ fp32 that rounds them to fp16's precision, so fp32 runs take the official code's
 Fast paths, exact: the text tower runs each class only up to its end-of-text token, and the
 leading positions every class shares ([SOS], the context and the init words after it) once
 (`clip_prompt.TextEncoder`'s scheme, with the deep prompts replacing shared positions); the
-vision tower runs batch-first with `scaled_dot_product_attention`. `ReferenceMaPLeCLIP`'s
-computation (the official one, all 77 positions, CLIP's own blocks) is the oracle of the tests.
+vision tower runs batch-first with `scaled_dot_product_attention`, and its last block only for
+the class token's query. `ReferenceMaPLeCLIP`'s computation (the official one, all 77
+positions, CLIP's own blocks) is the oracle of the tests.
 """
 
 from __future__ import annotations
@@ -304,21 +305,30 @@ class MaPLeImageEncoder(nn.Module):
         prompt = inserted(input_prompt.expand(batch, -1, -1), dtype)
         x = visual.ln_pre(torch.cat([x, prompt], dim=1))  # (B, N + M, D_v)
         n_ctx = input_prompt.shape[0]
+        last = len(visual.transformer.resblocks) - 1
         for index, block in enumerate(visual.transformer.resblocks):
             if 1 <= index <= len(deep_prompts):
                 prompt = inserted(deep_prompts[index - 1].expand(batch, -1, -1), dtype)
                 x = torch.cat([x[:, :-n_ctx], prompt], dim=1)
-            x = x + self_attention(block.attn, block.ln_1(x))
+            # The features are read at the class token: in the last block only its query,
+            # attention output and MLP are needed (every token's keys and values still are).
+            queries = 1 if index == last else None
+            x = x[:, : queries or x.shape[1]] + self_attention(block.attn, block.ln_1(x), queries)
             x = x + quick_gelu_mlp(block.mlp, block.ln_2(x))
         features = visual.ln_post(x[:, 0])
         return features @ visual.proj
 
 
-def self_attention(attention: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
-    """nn.MultiheadAttention(x, x, x) without a mask, batch-first: (B, S, E) -> (B, S, E)."""
+def self_attention(
+    attention: nn.MultiheadAttention, x: torch.Tensor, queries: int | None = None
+) -> torch.Tensor:
+    """nn.MultiheadAttention(x, x, x) without a mask, batch-first: (B, S, E) -> (B, S, E); with
+    `queries`, only the first `queries` tokens' outputs: (B, queries, E)."""
     q, k, v = split_heads(
         F.linear(x, attention.in_proj_weight, attention.in_proj_bias), attention.num_heads
     )  # 3 x (H, B, S, d)
+    if queries is not None:
+        q = q[..., :queries, :]
     out = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1))
     return attention.out_proj(merge_heads(out.transpose(0, 1)))
 
