@@ -90,3 +90,24 @@ def build_clip_with_real_widths(backbone: str, layers: int = 1, seed: int = 0) -
         transformer_heads=widths["text_width"] // 64,
         transformer_layers=layers,
     ).eval()
+
+
+def build_maple_width_clip(layers: int = 3, seed: int = 0) -> CLIP:
+    """A ViT CLIP with ViT-B/16's tower widths (text 512, vision 768, heads width // 64) but 32x32
+    images and `layers` layers, OpenAI's fp16 weights. The official MaPLe code hard-codes those
+    widths in its prompt learner, so parity runs (devkit/maple_parity.py) need them."""
+    torch.manual_seed(seed)
+    model = CLIP(
+        embed_dim=64,
+        image_resolution=IMAGE_SIZE,
+        vision_layers=layers,
+        vision_width=768,
+        vision_patch_size=16,
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=512,
+        transformer_heads=8,
+        transformer_layers=layers,
+    )
+    convert_weights(model)
+    return model.eval()

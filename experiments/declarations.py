@@ -152,6 +152,22 @@ COCOOP_PROTOCOL_DEFAULTS = {  # the CoOp repository's scripts/cocoop/
 }
 
 
+def maple_fewshot_epochs(dataset: str, shots: int) -> int:
+    """MaPLe's configs: 5 epochs; 2 on ImageNet (the cross-dataset source, as its own config).
+
+    vit_b16_c2_ep5_batch4_2ctx trains 5 epochs, vit_b16_c2_ep5_batch4_2ctx_cross_datasets (on
+    ImageNet, for cross-dataset transfer and domain generalisation) 2."""
+    return 2 if dataset == "imagenet" else 5
+
+
+MAPLE_PROTOCOL_DEFAULTS = {  # MaPLe's scripts/maple/: ViT-B/16, 16 shots, batch 4
+    "fewshot": Defaults("vit_b16_c2_ep5_batch4_2ctx", epochs=maple_fewshot_epochs),
+    "base2new": Defaults("vit_b16_c2_ep5_batch4_2ctx", shots=16, epochs=FixedEpochs(5)),
+    "xd": Defaults("vit_b16_c2_ep5_batch4_2ctx_cross_datasets", shots=16),
+}
+MAPLE_PROMPT = PromptKeys("TRAINER.MAPLE", 2, False)  # the c2 of vit_b16_c2_ep5_batch4_2ctx
+
+
 @dataclass(frozen=True)
 class Method:
     """One row of the paper's tables: what runs, with which options, its keys and defaults.

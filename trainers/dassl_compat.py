@@ -272,7 +272,12 @@ class CheckpointMixin(SaveModelMixin):
             shown = "" if val_result is None else f", val_result={val_result:.1f}"
             epoch_shown = checkpoint.get("epoch", "?")
             print(f'Loading weights to {name} from "{path}" (epoch={epoch_shown}{shown})')
-            load_state_checked(self._models[name], checkpoint_state_dict(checkpoint, path), path)
+            state = self.checkpoint_state(checkpoint_state_dict(checkpoint, path), path)
+            load_state_checked(self._models[name], state, path)
+
+    def checkpoint_state(self, state_dict: dict, path: str) -> dict:
+        """The part of a checkpoint's weights that the registered model takes (here: all)."""
+        return state_dict
 
     def resume_model_if_exist(self, directory: str) -> int:
         """Continue from the newest of our per-epoch resume state and Dassl's last checkpoint.
