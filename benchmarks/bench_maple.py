@@ -49,6 +49,7 @@ from bench_step import (
 )
 from tabulate import tabulate
 
+from experiments.cli import positive_int
 from trainers.clip_prompt import zero_shot_text_features
 from trainers.maple_prompt import MaPLeCLIP, MaPLePromptLearner, ReferenceMaPLeCLIP
 from trainers.precision import Precision
@@ -143,12 +144,14 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--classes", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds (>= 1: memory)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds")
+    parser.add_argument("--classes", type=positive_int, default=100)
+    parser.add_argument("--batch", type=positive_int, default=4)
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+        "--warmup", type=positive_int, default=1, help="untimed rounds (>= 1: memory)"
+    )
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed rounds")
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)

@@ -34,6 +34,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from experiments.cli import positive_float, positive_int
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASET_YAML = "configs/datasets/caltech101.yaml"
 MAPLE_YAML = "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml"
@@ -255,9 +257,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--maple-repo", default=os.environ.get("MAPLE_OFFICIAL", ""),
         help="a checkout of muzairkhattak/multimodal-prompt-learning (default: $MAPLE_OFFICIAL)",
     )  # fmt: skip
-    parser.add_argument("--steps", type=int, default=6, help="training steps on each side")
-    parser.add_argument("--batch", type=int, default=4, help="images per step (MaPLe: 4)")
-    parser.add_argument("--lr", type=float, default=0.05, help="OPTIM.LR")
+    parser.add_argument("--steps", type=positive_int, default=6, help="training steps on each side")
+    parser.add_argument("--batch", type=positive_int, default=4, help="images per step (MaPLe: 4)")
+    parser.add_argument("--lr", type=positive_float, default=0.05, help="OPTIM.LR")
     parser.add_argument(
         "--reference", action="store_true",
         help="our side with MODEL.TEXT_ENCODER reference (the official computation)",

@@ -189,7 +189,7 @@ def test_official_form_checkpoint_evaluates_through_train_py_eval_only(
 @pytest.mark.parametrize(
     ("opts", "message"),
     [
-        (["TRAINER.MAPLE.PREC", "bf16"], 'TRAINER.MAPLE.PREC is "bf16"; use one of'),
+        (["TRAINER.MAPLE.PREC", "bf16"], 'TRAINER.MAPLE.PREC is "bf16"; it takes one of'),
         (["TRAINER.MAPLE.PROMPT_DEPTH", "3"], "PROMPT_DEPTH is 3; use an integer from 1 .* to 2"),
         (["TRAINER.MAPLE.N_CTX", "3", "TRAINER.MAPLE.CTX_INIT", "a_photo"], "has 2 tokens but"),
         (["MODEL.BACKBONE.NAME", "open_clip:ViT-B-16"], "MaPLe runs on OpenAI CLIP ViTs only"),

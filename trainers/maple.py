@@ -12,7 +12,13 @@ from __future__ import annotations
 from dassl.engine import TRAINER_REGISTRY
 from torch import nn
 
-from experiments.declarations import MAPLE_PROMPT, MAPLE_PROTOCOL_DEFAULTS, ConfigKey, Method
+from experiments.declarations import (
+    MAPLE_PROMPT,
+    MAPLE_PROTOCOL_DEFAULTS,
+    ConfigKey,
+    Method,
+    Values,
+)
 
 from .clip_prompt import check_text_encoder, count_tokens
 from .cocoop import check_prompt_length
@@ -31,16 +37,27 @@ METHOD = Method(
     prompt=MAPLE_PROMPT,
     model_name="MultiModalPromptLearner",
     config_keys=(
-        ConfigKey("TRAINER.MAPLE.N_CTX", 2, "prompt tokens per layer, in each tower"),
+        ConfigKey(
+            "TRAINER.MAPLE.N_CTX", 2, "prompt tokens per layer, in each tower", Values(minimum=1)
+        ),
         ConfigKey(
             "TRAINER.MAPLE.CTX_INIT",
             "a photo of a",
             "words whose first N_CTX tokens start the text context (the rest stay fixed in the "
             'prompt); ""/None, or N_CTX > 4: random',
+            Values(types=("NoneType", "str")),
         ),
-        ConfigKey("TRAINER.MAPLE.PREC", "fp16", "fp16, fp32 or amp"),
         ConfigKey(
-            "TRAINER.MAPLE.PROMPT_DEPTH", 9, "J: layers with prompts in each tower (1: input only)"
+            "TRAINER.MAPLE.PREC",
+            "fp16",
+            "fp16, fp32 or amp",
+            Values(choices=("fp16", "fp32", "amp")),
+        ),
+        ConfigKey(
+            "TRAINER.MAPLE.PROMPT_DEPTH",
+            9,
+            "J: layers with prompts in each tower (1: input only)",
+            Values(minimum=1),
         ),
     ),
 )
