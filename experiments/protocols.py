@@ -89,6 +89,9 @@ def xd_targets(method: Method) -> tuple[str, ...] | None:
 
 
 ZERO_SHOT = "ZeroshotCLIP"
+# LOSS.NAME of the methods with λ: ProGrad's rule, or the ablation that projects at every step.
+PROJECTION_LOSSES = ("prograd", "vertical_grad")
+ALPHA_KEY = "LOSS.ALPHA"  # KD's distillation weight, a key its declaration owns
 DEFAULT_VARIANT = "nctx16_cscFalse_ctpend"  # CoOp's and ProGrad's
 NO_PROMPT_VARIANT = "default"  # the variant directory of a method without prompt options
 
@@ -165,6 +168,8 @@ class Settings:
     shots: int | None = None  # SHOTS (base2new, xd)
     epochs: int | None = None  # EPOCHS
     lambda_: str | None = None  # LAMBDA, kept as written: it names the run directory
+    loss_name: str | None = None  # LOSS_NAME: vertical_grad, the "always project" ablation
+    alpha: str | None = None  # ALPHA: KD's α, kept as written (it names the run directory)
     load_epoch: int | None = None  # LOADEP (evaluations)
     subs: tuple[str, ...] | None = None  # SUBS (base2new_test, zeroshot)
     extra_opts: tuple[str, ...] = ()  # EXTRA_OPTS, KEY VALUE pairs closing every command
@@ -240,6 +245,12 @@ def settings_from_environment(
     lambda_ = get("LAMBDA")
     if lambda_ is not None and not _NUMBER.fullmatch(lambda_):
         raise ProtocolError(f"LAMBDA={lambda_} is not a number; pass e.g. LAMBDA=0.8.")
+    alpha = get("ALPHA")
+    if alpha is not None and not _NUMBER.fullmatch(alpha):
+        raise ProtocolError(f"ALPHA={alpha} is not a number; pass e.g. ALPHA=0.5.")
+    loss_name = get("LOSS_NAME")
+    if loss_name is not None:
+        choice("LOSS_NAME", loss_name, PROJECTION_LOSSES)
     subs = get("SUBS")
     dry_run = env.get("DRY_RUN", "")
     return Settings(
@@ -255,6 +266,8 @@ def settings_from_environment(
         shots=None if shots is None else positive_int("SHOTS", shots),
         epochs=None if epochs is None else positive_int("EPOCHS", epochs),
         lambda_=lambda_,
+        loss_name=loss_name,
+        alpha=alpha,
         load_epoch=None if load_epoch is None else positive_int("LOADEP", load_epoch),
         subs=None if subs is None else tuple(subs.split()),
         extra_opts=parse_extra_opts(env.get("EXTRA_OPTS", "")),
@@ -406,14 +419,35 @@ class _Builder:
         return opts
 
     def lambda_opts(self, protocol: str, dataset: str, shots: int) -> list[str]:
-        """LOSS.LAMBDA for methods with λ; a λ other than the default extends the suffix."""
+        """LOSS.LAMBDA for methods with λ, and the ablation options (LOSS_NAME, ALPHA) where
+        set; a value other than the default extends the suffix (``_lambda0.5``,
+        ``_vertical_grad``, ``_alpha0.25``)."""
         default = default_lambda(self.method, protocol, dataset, shots)
         if default is None:
-            return []
+            reason = f"{self.method.name} has no λ"
+            self._ignored("LOSS_NAME", True, reason, self.settings.loss_name)
+            return self._alpha_opts()
         value = self.settings.lambda_ or str(default)
         if not _same_number(value, default):
             self.suffix += f"_lambda{value}"
-        return ["LOSS.LAMBDA", value]
+        opts = ["LOSS.LAMBDA", value]
+        loss_name = self.settings.loss_name
+        if loss_name is not None and loss_name != PROJECTION_LOSSES[0]:
+            self.suffix += f"_{loss_name}"
+            opts += ["LOSS.NAME", loss_name]
+        return opts + self._alpha_opts()
+
+    def _alpha_opts(self) -> list[str]:
+        """LOSS.ALPHA for a method declaring it (KD) when ALPHA is set; non-default: a suffix."""
+        declared = {key.key: key.default for key in self.method.config_keys}
+        value = self.settings.alpha
+        reason = f"{self.method.name} has no {ALPHA_KEY}"
+        self._ignored("ALPHA", ALPHA_KEY not in declared, reason, value)
+        if ALPHA_KEY not in declared or value is None:
+            return []
+        if not _same_number(value, float(declared[ALPHA_KEY])):
+            self.suffix += f"_alpha{value}"
+        return [ALPHA_KEY, value]
 
     def epochs(self, default_epochs: int | None) -> int | None:
         """EPOCHS or the default; an override extends the suffix."""
@@ -730,7 +764,7 @@ _SEED_DIR = re.compile(r"seed(\d+)")
 _SHOTS_DIR = re.compile(r"(.+)_(\d+)shots")
 _B2N_SHOTS_DIR = re.compile(r"shots_(\d+)")
 # Non-default settings appended to a base-to-new config directory (see _Base2New).
-_B2N_CFG_DIR = re.compile(r"(.+?)(?:_((?:nctx|lambda|epochs).*))?")
+_B2N_CFG_DIR = re.compile(r"(.+?)(?:_((?:nctx|lambda|vertical_grad|alpha|epochs).*))?")
 _B2N_STAGES = {"train_base": "base", "test_base": "base", "test_new": "new"}
 _EPOCHS_IN_CFG = re.compile(r"_ep\d+(?=_|$)")
 

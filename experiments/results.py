@@ -516,7 +516,9 @@ def base2new_comparison_tables(stats: dict[Setting, Stat]) -> list[Table]:
 
 def build_tables(stats: dict[Setting, Stat]) -> list[Table]:
     """All the paper's tables that the results allow, in the paper's order: per method, then
-    the methods compared, for each protocol."""
+    the methods compared, for each protocol; then the ablation rows (experiments/ablation.py)."""
+    from experiments.ablation import ablation_tables  # it builds on this module's cells
+
     zeroshot = zeroshot_table(stats)
     return (
         fewshot_tables(stats)
@@ -525,6 +527,7 @@ def build_tables(stats: dict[Setting, Stat]) -> list[Table]:
         + base2new_tables(stats)
         + base2new_comparison_tables(stats)
         + transfer_tables(stats)
+        + ablation_tables(stats)
     )
 
 
