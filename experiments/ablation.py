@@ -14,7 +14,6 @@ import math
 import re
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -65,21 +64,17 @@ def ablation_point(setting: Setting) -> Point | None:
 
 
 def _groups(stats: dict) -> dict[tuple[str, int], dict[tuple[str, Point], dict[str, object]]]:
-    """{(backbone, shots): {(trainer, point): {dataset: stat}}} of the few-shot benchmark."""
+    """{(backbone, shots): {(trainer, point): {dataset: stat}}} of the few-shot benchmark, for
+    the (backbone, shots) that hold an ablation run (a setting other than the paper's)."""
     groups: dict = defaultdict(lambda: defaultdict(dict))
+    ablated = set()
     for setting, stat in stats.items():
         if setting.dataset in DG_TARGETS or (point := ablation_point(setting)) is None:
             continue
         groups[(setting.backbone, setting.shots)][(setting.trainer, point)][setting.dataset] = stat
-    return groups
-
-
-def _is_ablation(rows: Iterable[tuple[str, Point]]) -> bool:
-    """More than the paper defaults: a trainer with two points, or an always-project row."""
-    points: dict[str, set] = defaultdict(set)
-    for trainer, point in rows:
-        points[trainer].add(point.kind if point.kind == ALWAYS_PROJECT else point)
-    return any(len(p) > 1 or ALWAYS_PROJECT in p for p in points.values())
+        if setting.variant != default_variant(setting.trainer):
+            ablated.add((setting.backbone, setting.shots))
+    return {key: rows for key, rows in groups.items() if key in ablated}
 
 
 def row_label(trainer: str, point: Point) -> str:
@@ -96,8 +91,6 @@ def ablation_tables(stats: dict) -> list:
 
     tables = []
     for (backbone, shots), rows in sorted(_groups(stats).items()):
-        if not _is_ablation(rows):
-            continue
         datasets = results._dataset_order({d for cells in rows.values() for d in cells})
         ordered = sorted(
             rows,

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from devkit.logs import training_log, write
+from devkit.logs import eval_log, training_log, write
 from experiments.ablation import ablation_tables, plot_lambda
-from experiments.results import aggregate, collect_runs
+from experiments.published import published_numbers, published_tables
+from experiments.results import aggregate, build_tables, collect_runs
 
 VARIANT = "nctx16_cscFalse_ctpend"
 
@@ -72,3 +73,62 @@ def test_lambda_plot_draws_a_line_per_method_backbone_and_shots(tmp_path):
     labels = plot_lambda(aggregate(collect_runs(tmp_path).runs), tmp_path / "lambda.png")
     assert labels == ["ProGrad (rn50, 16 shots)"]
     assert (tmp_path / "lambda.png").stat().st_size > 1000
+
+
+def base2new_run(root: Path, stage: str, dataset: str, seed: int, accuracy: float) -> None:
+    run_dir = root / "base2new" / stage / dataset / "shots_16" / "ProGrad" / "vit_b16"
+    run_dir = run_dir / f"seed{seed}"
+    write(run_dir, eval_log(accuracy))
+
+
+def test_published_numbers_sit_beside_ours_with_the_difference_marked_outside_the_spread(
+    tmp_path,
+):
+    """ProGrad, vit_b16, 16 shots: Caltech101 (two seeds) and DTD (one seed) beside the KgCoOp
+    paper's numbers; Δ = ours − published, * outside ±2 std (±1 point with one seed)."""
+    for seed, (base, new) in ((1, (97.0, 93.0)), (2, (99.0, 95.0))):  # std 1: within ±2 ...
+        base2new_run(tmp_path, "test_base", "caltech101", seed, base)
+        base2new_run(tmp_path, "test_new", "caltech101", seed, new)
+    base2new_run(tmp_path, "test_base", "dtd", 1, 77.0)  # published 77.35: within 1 point
+    base2new_run(tmp_path, "test_new", "dtd", 1, 50.0)  # published 52.35: outside
+    stats = aggregate(collect_runs(tmp_path).runs)
+    (table,) = [t for t in build_tables(stats) if t.name.startswith("published")]
+    assert table.headers[:4] == ["Dataset", "Base", "Base (published)", "Base Δ"]
+    assert "KgCoOp paper" in table.title
+    assert row(table, "Caltech101")[1:7] == ["98.00", "98.02", "-0.02", "94.00", "93.89", "+0.11"]
+    h = 2 * 98 * 94 / (98 + 94)
+    assert row(table, "Caltech101")[7:] == [f"{h:.2f}", "95.91", f"{h - 95.91:+.2f}"]
+    assert row(table, "DTD")[1:7] == ["77.00", "77.35", "-0.35", "50.00", "52.35", "-2.35 *"]
+    # Our average over 2 of the 11 datasets is not compared with the papers' over all 11.
+    assert row(table, "Average") == ["Average", "–", "82.48", "–", "–", "70.75", "–"] + [
+        "–", "76.16", "–"
+    ]  # fmt: skip
+
+
+def test_a_users_published_rows_are_read_from_their_own_file(tmp_path):
+    """A CSV in PROGRAD_PUBLISHED's folder adds rows: Dassl or config dataset names, few-shot
+    accuracy; an unknown dataset is a problem, not a crash; a missing column is a clear error."""
+    folder = tmp_path / "published"
+    folder.mkdir()
+    header = "method,dataset,protocol,backbone,shots,base,new,h,accuracy,source\n"
+    (folder / "mine.csv").write_text(
+        header
+        + "ProGrad,Caltech101,fewshot,rn50,16,,,,91.5,my paper\n"
+        + "ProGrad,dtd,fewshot,rn50,16,,,,60.0,my paper\n"
+        + "ProGrad,Atlantis,fewshot,rn50,16,,,,1.0,my paper\n",
+        encoding="utf-8",
+    )
+    problems: list[str] = []
+    numbers = published_numbers({"PROGRAD_PUBLISHED": str(folder)}, problems)
+    mine = [n for n in numbers if n.source == "my paper"]
+    assert [(n.dataset, n.protocol, n.split, n.value) for n in mine] == [
+        ("caltech101", "fewshot", "all", 91.5),
+        ("dtd", "fewshot", "all", 60.0),
+    ]
+    assert len(problems) == 1 and "Atlantis" in problems[0]
+    fewshot_run(tmp_path / "out", "caltech101", "ProGrad", "", 1, 90.0)
+    (table,) = published_tables(aggregate(collect_runs(tmp_path / "out").runs), mine)
+    assert table.rows == [["Caltech101", "90.00", "91.50", "-1.50 *"]]
+    (folder / "bad.csv").write_text("method,dataset\nProGrad,dtd\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="lack the column.*protocol"):
+        published_numbers({"PROGRAD_PUBLISHED": str(folder)})
