@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -140,7 +141,11 @@ def published_tables(stats: dict, numbers: Iterable[Published] | None = None) ->
     """
     from experiments import results
 
-    numbers = published_numbers() if numbers is None else list(numbers)
+    if numbers is None:
+        problems: list[str] = []
+        numbers = published_numbers(problems=problems)
+        for problem in problems:
+            print(f"note: published numbers: {problem}", file=sys.stderr)
     by_cell: dict[tuple, dict[tuple[str, str], Published]] = defaultdict(dict)
     for number in numbers:
         key = (number.protocol, number.method, number.backbone, number.shots)

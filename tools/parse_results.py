@@ -73,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     stats = aggregate(collection.runs)
-    tables = build_tables(stats)
+    try:
+        tables = build_tables(stats)
+    except ValueError as error:  # a published-numbers file without its columns
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print("\n".join(render(table) for table in tables))
     if args.csv:
         paths = write_csvs(args.csv, tables, stats, collection.runs)
