@@ -1,11 +1,15 @@
 """Shared fixtures: tiny CLIP checkpoints written once per session."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("OUTDATED_IGNORE", "1")  # no version check on import of Dassl's wilds
+# The shared test-time features (TEST.SHARED_FEATURES) of this session's runs, train.py
+# subprocesses included, go to a folder of their own, never to the user's cache.
+os.environ["PROGRAD_FEATURE_CACHE"] = tempfile.mkdtemp(prefix="prograd-features-")
 
 from devkit.tiny_clip import write_tiny_clip  # noqa: E402
 

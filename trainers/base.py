@@ -30,7 +30,9 @@ from .dassl_compat import (
     load_state_checked,
 )
 from .data_loading import DataLoadingMixin
+from .frozen_image import FrozenImageEncoder
 from .precision import Precision
+from .test_features import features_as_images, test_with_shared_features
 
 
 def load_clip_for(cfg, precision: Precision):
@@ -156,11 +158,23 @@ class PromptTrainer(CheckpointMixin, DataLoadingMixin, TrainerX):
             self.precision.scaler.load_state_dict(state["scaler"])
 
     def test(self, split: str | None = None):
-        """Dassl's evaluation, with the prompts' text features computed once instead of per batch.
+        """Dassl's evaluation, with the prompts' text features computed once instead of per batch,
+        and the split's image features read from the shared feature cache (computed once for
+        every method and seed; trainers/test_features.py) where the image encoder is frozen.
 
         (Under DataParallel each replica encodes them itself, as before.)
         """
         if isinstance(self.model, nn.DataParallel):
             return super().test(split)
+        encoder = getattr(self.model, "image_encoder", None)
         with self.model.fixed_prompts():
-            return super().test(split)
+            if not isinstance(encoder, FrozenImageEncoder):  # image features depend on a prompt
+                return super().test(split)
+
+            def classify(image_features: torch.Tensor) -> torch.Tensor:
+                with features_as_images(self.model):
+                    return self.model(image_features)
+
+            return test_with_shared_features(
+                self, split, encoder, self.precision.weights_fp32, classify, super().test
+            )

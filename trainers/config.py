@@ -20,6 +20,18 @@ COMMON_KEYS = (
         "MODEL.BACKBONE.PATH", "", "local CLIP checkpoint (JIT archive or state dict), offline use"
     ),
     ConfigKey(
+        "TEST.SHARED_FEATURES",
+        True,
+        "evaluations read the test images' features from the feature cache, computed once per "
+        "backbone, precision and transform for every method and seed (False: encode per run)",
+    ),
+    ConfigKey(
+        "TEST.FEATURE_CACHE",
+        "",
+        'folder of the shared test-time features; "" is $PROGRAD_FEATURE_CACHE, else '
+        "$XDG_CACHE_HOME (or ~/.cache)/prograd/clip_features",
+    ),
+    ConfigKey(
         "MODEL.TEXT_ENCODER",
         "packed",
         'learned prompts\' text encoder: "packed" (fast, exact) or "reference" (CLIP\'s plain one)',
