@@ -30,9 +30,9 @@ from .dassl_compat import (
     load_state_checked,
 )
 from .data_loading import DataLoadingMixin
+from .eval_features import evaluate_with_shared_features, features_as_images
 from .frozen_image import FrozenImageEncoder
 from .precision import Precision
-from .test_features import features_as_images, test_with_shared_features
 
 
 def load_clip_for(cfg, precision: Precision):
@@ -160,7 +160,7 @@ class PromptTrainer(CheckpointMixin, DataLoadingMixin, TrainerX):
     def test(self, split: str | None = None):
         """Dassl's evaluation, with the prompts' text features computed once instead of per batch,
         and the split's image features read from the shared feature cache (computed once for
-        every method and seed; trainers/test_features.py) where the image encoder is frozen.
+        every method and seed; trainers/eval_features.py) where the image encoder is frozen.
 
         (Under DataParallel each replica encodes them itself, as before.)
         """
@@ -175,6 +175,6 @@ class PromptTrainer(CheckpointMixin, DataLoadingMixin, TrainerX):
                 with features_as_images(self.model):
                     return self.model(image_features)
 
-            return test_with_shared_features(
+            return evaluate_with_shared_features(
                 self, split, encoder, self.precision.weights_fp32, classify, super().test
             )

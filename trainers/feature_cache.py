@@ -3,7 +3,7 @@
 Linear-probe CLIP needs the image features of a dataset's full train, val and test splits; it
 extracts each split once and every later run (other shots, other seeds) reads them from here.
 The final evaluation of every prompt-tuning run and zero-shot CLIP read their test-time image
-features from here too (trainers/test_features.py), under the same key rule, so a test split
+features from here too (trainers/eval_features.py), under the same key rule, so a test split
 is encoded once per backbone, precision and transform for every method and seed.
 
 An entry is one split of one dataset under one setting. Its key holds everything the features

@@ -11,9 +11,9 @@ from .base import load_clip_for
 from .clip_prompt import template_for, zero_shot_text_features
 from .coop import check_prompt_cfg
 from .data_loading import DataLoadingMixin
+from .eval_features import evaluate_with_shared_features
 from .frozen_image import FrozenImageEncoder
 from .precision import Precision
-from .test_features import test_with_shared_features
 
 METHOD = Method(
     name="ZeroshotCLIP",
@@ -58,7 +58,7 @@ class ZeroshotCLIP(DataLoadingMixin, TrainerX):
         return self.classify(self.image_encoder(image))
 
     def test(self, split: str | None = None):
-        """Dassl's evaluation on the split's shared image features (trainers/test_features.py)."""
-        return test_with_shared_features(
+        """Dassl's evaluation on the split's shared image features (trainers/eval_features.py)."""
+        return evaluate_with_shared_features(
             self, split, self.image_encoder, self.weights_fp32, self.classify, super().test
         )

@@ -136,7 +136,7 @@ def features_as_images(model: nn.Module) -> Iterator[None]:
         model.image_encoder = encoder
 
 
-def test_with_shared_features(
+def evaluate_with_shared_features(
     trainer,
     split: str | None,
     encoder: Callable[[torch.Tensor], torch.Tensor],
