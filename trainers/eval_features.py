@@ -7,7 +7,7 @@ content-keyed feature cache of trainers/feature_cache.py (the linear probe's: on
 rule), encoding the split only on a miss; a prompt's evaluation is then its text features and a
 matrix product. The features are those the uncached evaluation computes, batch for batch with
 its own data loader and encoder, so logits agree with it to floating-point rounding and the
-accuracies are the same (tests/test_test_features.py). Methods whose prompts depend on the image
+accuracies are the same (tests/test_shared_features.py). Methods whose prompts depend on the image
 (CoCoOp, ProGradCoCoOp) read the image features and compute their per-image text features as
 before. ``TEST.SHARED_FEATURES False`` turns it off; a cache that cannot be written (read-only,
 full) leaves the run with the features it computed, and a note.
