@@ -173,6 +173,7 @@ class Settings:
     load_epoch: int | None = None  # LOADEP (evaluations)
     subs: tuple[str, ...] | None = None  # SUBS (base2new_test, zeroshot)
     extra_opts: tuple[str, ...] = ()  # EXTRA_OPTS, KEY VALUE pairs closing every command
+    eval_batch: bool = True  # EVAL_BATCH: a call's evaluations run in one process (0: one each)
     script: str = "bash scripts/..."  # the command the user ran, for the examples in errors
     variables: Mapping[str, str] = field(default_factory=dict)  # what was set, for notes
 
@@ -271,6 +272,7 @@ def settings_from_environment(
         load_epoch=None if load_epoch is None else positive_int("LOADEP", load_epoch),
         subs=None if subs is None else tuple(subs.split()),
         extra_opts=parse_extra_opts(env.get("EXTRA_OPTS", "")),
+        eval_batch=choice("EVAL_BATCH", env.get("EVAL_BATCH") or "1", ("0", "1")) == "1",
         script=script,
         variables={name: value for name, value in env.items() if value != ""},
     )
@@ -864,7 +866,9 @@ def execute(plan: Plan, settings: Settings) -> None:
     A finished run is skipped; any other one runs again without deleting anything (training
     resumes from its last epoch). A run that another process holds (its lock) is skipped.
     Commands go to stdout, notes to stderr, so ``DRY_RUN=1 ... > commands.txt`` lists exactly
-    what would run.
+    what would run. The evaluations of a plan run in one process (EVAL_BATCH, default 1:
+    tools/evaluate_many.py, CLIP loaded once, each split's features read once), each with the
+    log and run.json its own command would write.
 
     Raises:
         ProtocolError: a missing checkpoint (outside a dry run) or a failed run; the runs before
@@ -873,6 +877,7 @@ def execute(plan: Plan, settings: Settings) -> None:
     for message in plan.notes:
         note(message)
     noted: set[str] = set()
+    batch: list[Run] = []
     for run in plan.runs:
         if is_finished(run.run_dir, run.training):
             note(f"skip: {run.run_dir} has a complete log")
@@ -899,7 +904,53 @@ def execute(plan: Plan, settings: Settings) -> None:
         if settings.dry_run:
             print(shlex.join(run.command), flush=True)
             continue
+        if settings.eval_batch and not run.training and run.command[1:2] == ("train.py",):
+            batch.append(run)
+            continue
+        _run_batch(batch)
+        batch = []
         _run_locked(run)
+    _run_batch(batch)
+
+
+def _run_batch(runs: Sequence[Run]) -> None:
+    """Evaluations in one process (tools/evaluate_many.py), each under its lock; one alone runs
+    as its own command."""
+    if len(runs) <= 1:
+        for run in runs:
+            _run_locked(run)
+        return
+    import json
+
+    from experiments.locks import RunLock
+
+    held = []
+    try:
+        for run in runs:
+            lock = RunLock(run.run_dir)
+            if not lock.acquire():
+                note(f"busy: {run.run_dir} is being run by {lock.holder_text()}; skipped it.")
+            elif is_finished(run.run_dir, run.training):
+                lock.release()
+                note(f"skip: {run.run_dir} has a complete log")
+            else:
+                held.append((run, lock))
+        if not held:
+            return
+        commands = [list(run.command[2:]) for run, _ in held]
+        python = held[0][0].command[0]
+        code = subprocess.run(
+            [python, "tools/evaluate_many.py"], input=json.dumps(commands), text=True
+        ).returncode
+    finally:
+        for _, lock in held:
+            lock.release()
+    if code != 0:
+        failed = [run.run_dir for run, _ in held if not is_finished(run.run_dir, False)]
+        raise ProtocolError(
+            f"the evaluation(s) in {', '.join(failed) or 'this plan'} failed (exit {code}); see "
+            "their log.txt*, fix, and rerun the same command: finished runs are skipped."
+        )
 
 
 def _run_locked(run: Run) -> None:

@@ -163,3 +163,100 @@ def test_a_cache_that_cannot_be_written_leaves_the_run_its_features_with_a_note(
     out = capsys.readouterr().out
     assert "Feature cache: cannot write under" in out and "Set TEST.FEATURE_CACHE" in out
     assert blocked.read_text() == "not a folder"
+
+
+def result_block(log: str) -> list[str]:
+    """The lines of a log's `=> result` block."""
+    lines = log.splitlines()
+    start = lines.index("=> result")
+    return lines[start : start + 5]
+
+
+def test_one_process_evaluating_several_runs_writes_what_separate_runs_write(
+    monkeypatch, tmp_path, data_root, tiny_clip_files
+):
+    """tools/evaluate_many.py: each run directory gets the result block and run.json accuracy
+    its own train.py process writes, and CLIP is loaded once for all of them."""
+    import json
+
+    import trainers.base
+    from devkit.train_runs import cli_args
+    from tools import evaluate_many
+
+    clip = tiny_clip_files["ViT"]
+    config = "configs/trainers/CoOp/tiny.yaml"
+    trained = build(monkeypatch, "CoOp", config, tmp_path / "m", data_root, clip)
+    trained.save_model(0, str(tmp_path / "m"))  # prompt_learner/model.pth.tar-1
+
+    def commands(output: Path) -> list[list[str]]:
+        subsample = "DATASET.SUBSAMPLE_CLASSES"
+        evaluations = [
+            ("CoOp", "coop", (subsample, "all")),
+            ("ZeroshotCLIP", "zs_base", (subsample, "base")),
+            ("ZeroshotCLIP", "zs_new", (subsample, "new")),
+        ]
+        flags = ("--eval-only", "--model-dir", str(tmp_path / "m"), "--load-epoch", "1")
+        return [
+            cli_args(trainer, config, output / name, data_root, clip, *opts, flags=flags)
+            for trainer, name, opts in evaluations
+        ]
+
+    loads = []
+    real_load = trainers.base.load_clip
+    monkeypatch.setattr(trainers.base, "load_clip", lambda *a: loads.append(a) or real_load(*a))
+    for argv in commands(tmp_path / "separate"):
+        assert evaluate_many.run_one(argv) is None  # a fresh load each, as separate processes
+    assert len(loads) == 3
+    monkeypatch.setattr(
+        "sys.stdin", __import__("io").StringIO(json.dumps(commands(tmp_path / "one")))
+    )
+    assert evaluate_many.main() == 0
+    assert len(loads) == 4  # one load for the three runs
+    for name in ("coop", "zs_base", "zs_new"):
+        separate, one = (tmp_path / kind / name for kind in ("separate", "one"))
+        assert result_block((one / "log.txt").read_text()) == result_block(
+            (separate / "log.txt").read_text()
+        )
+        records = [json.loads((d / "run.json").read_text()) for d in (separate, one)]
+        assert records[0]["accuracy"] == records[1]["accuracy"] is not None
+        assert records[1]["status"] == "finished"
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# Records each call; writes a complete evaluation log into every --output-dir it is given.
+echo "$*" >> "$CALLS"
+if [[ "$1" == tools/evaluate_many.py ]]; then words=$(cat); else words="$*"; fi
+for dir in $(printf '%s' "$words" | tr -d '[],"' | tr ' ' '\\n' | grep -A1 -- --output-dir \\
+        | grep -v -- --output-dir | grep -v -- '^--$'); do
+    mkdir -p "$dir" && printf '=> result\\n* accuracy: 50.0%%\\n' > "$dir/log.txt"
+done
+"""
+
+
+@pytest.mark.parametrize("batch", ["1", "0"])
+def test_a_plans_evaluations_run_in_one_process_unless_eval_batch_is_0(tmp_path, batch):
+    """base2new_test with two seeds: one tools/evaluate_many.py call for the four evaluations
+    (EVAL_BATCH=1), or four train.py calls (0); every run directory gets its log either way."""
+    from experiments import protocols
+
+    python = tmp_path / "python"
+    python.write_text(FAKE_PYTHON)
+    python.chmod(0o755)
+    output = tmp_path / "out"
+    env = {"DATA": str(tmp_path), "OUTPUT": str(output), "SEEDS": "1 2", "PYTHON": str(python)}
+    settings = protocols.settings_from_environment({**env, "EVAL_BATCH": batch})
+    plan = protocols.plan_base2new_test("CoOp", "dtd", settings, Path.cwd())
+    for run in plan.runs:
+        Path(run.checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        Path(run.checkpoint).touch()
+    os.environ["CALLS"] = str(tmp_path / "calls")
+    try:
+        protocols.execute(plan, settings)
+    finally:
+        del os.environ["CALLS"]
+    calls = (tmp_path / "calls").read_text().splitlines()
+    if batch == "1":
+        assert calls == ["tools/evaluate_many.py"]
+    else:
+        assert len(calls) == 4 and all(call.startswith("train.py ") for call in calls)
+    assert all(protocols.is_finished(run.run_dir, False) for run in plan.runs)

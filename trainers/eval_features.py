@@ -35,6 +35,20 @@ from .feature_cache import (
 )
 
 SETTING = "TEST.FEATURE_CACHE"
+# Within features_in_memory(): the splits this process has read, by their key's digest.
+_in_memory: dict[str, SplitFeatures] | None = None
+
+
+@contextlib.contextmanager
+def features_in_memory() -> Iterator[None]:
+    """Within: a split's features, once read or computed, stay in memory for the next runs of
+    this process (tools/evaluate_many.py: each target's features read once)."""
+    global _in_memory
+    previous, _in_memory = _in_memory, {}
+    try:
+        yield
+    finally:
+        _in_memory = previous
 
 
 def shares_features(cfg) -> bool:
@@ -95,7 +109,14 @@ def split_features(
     def extract() -> torch.Tensor:
         return torch.cat([encoder(batch["img"].to(trainer.device)).cpu() for batch in loader])
 
-    return feature_cache(cfg).get_or_extract(key, items, extract, setting=SETTING)
+    cache = feature_cache(cfg)
+    if _in_memory is not None and key.digest() in _in_memory:
+        print(f"Feature cache: {split} split ({len(items)} images) read from {cache.path(key)}")
+        return _in_memory[key.digest()]
+    features = cache.get_or_extract(key, items, extract, setting=SETTING)
+    if _in_memory is not None:
+        _in_memory[key.digest()] = features
+    return features
 
 
 def evaluate_features(
