@@ -674,6 +674,25 @@ def plan_xd_test(method_name: str, dataset: str, settings: Settings, root: Path)
     return plan
 
 
+def plan_xd_tests(method_name: str, datasets: str, settings: Settings, root: Path) -> Plan:
+    """xd_test.sh's plan: one target, several (``imagenetv2,imagenet_a``), or ``all`` (every
+    domain-generalisation and cross-dataset target the method takes), every seed of each; one
+    plan, so its evaluations share one process (EVAL_BATCH)."""
+    if datasets != "all" and "," not in datasets:
+        return plan_xd_test(method_name, datasets, settings, root)
+    accepted = xd_targets(method_named(method_name))
+    if datasets == "all":
+        names = [d for d in (*DG_TARGETS, *XD_TARGETS) if accepted is None or d in accepted]
+    else:
+        names = [name for name in datasets.split(",") if name]
+    plan = Plan()
+    for name in names:
+        part = plan_xd_test(method_name, name, settings, root)
+        plan.runs += part.runs
+        plan.notes += [message for message in part.notes if message not in plan.notes]
+    return plan
+
+
 def plan_zeroshot(dataset: str, cfg: str, settings: Settings, root: Path) -> Plan:
     """Zero-shot CLIP on SUBS ("all"; base/new give the base-to-new row); no seeds.
 
@@ -851,7 +870,7 @@ SCRIPT_FUNCTIONS: dict[str, tuple[str, Callable[..., Plan]]] = {
     "base2new_train": ("METHOD DATASET", plan_base2new_train),
     "base2new_test": ("METHOD DATASET", plan_base2new_test),
     "xd_train": ("METHOD", plan_xd_train),
-    "xd_test": ("METHOD DATASET", plan_xd_test),
+    "xd_test": ("METHOD DATASET", plan_xd_tests),
     "zeroshot": ("DATASET CFG", plan_zeroshot),
 }
 

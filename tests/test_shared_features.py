@@ -260,3 +260,18 @@ def test_a_plans_evaluations_run_in_one_process_unless_eval_batch_is_0(tmp_path,
     else:
         assert len(calls) == 4 and all(call.startswith("train.py ") for call in calls)
     assert all(protocols.is_finished(run.run_dir, False) for run in plan.runs)
+
+
+def test_xd_test_all_plans_every_target_of_the_method_for_every_seed():
+    """xd_test METHOD all: each DG and cross-dataset target the method takes, each seed, as one
+    plan (LinearProbeCLIP: the four ImageNet variants only); a list names its targets."""
+    from experiments import protocols
+
+    settings = protocols.Settings(data="/d", output="/o", dry_run=True, seeds=(1, 2))
+    plan = protocols.plan_xd_tests("CoOp", "all", settings, Path.cwd())
+    targets = (*protocols.DG_TARGETS, *protocols.XD_TARGETS)
+    assert [(r.dataset, r.seed) for r in plan.runs] == [(t, s) for t in targets for s in (1, 2)]
+    probe = protocols.plan_xd_tests("LinearProbeCLIP", "all", settings, Path.cwd())
+    assert {r.dataset for r in probe.runs} == set(protocols.DG_TARGETS)
+    two = protocols.plan_xd_tests("CoOp", "imagenetv2,dtd", settings, Path.cwd())
+    assert [r.dataset for r in two.runs] == ["imagenetv2", "imagenetv2", "dtd", "dtd"]
