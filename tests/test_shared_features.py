@@ -228,7 +228,7 @@ echo "$*" >> "$CALLS"
 if [[ "$1" == tools/evaluate_many.py ]]; then words=$(cat); else words="$*"; fi
 for dir in $(printf '%s' "$words" | tr -d '[],"' | tr ' ' '\\n' | grep -A1 -- --output-dir \\
         | grep -v -- --output-dir | grep -v -- '^--$'); do
-    mkdir -p "$dir" && printf '=> result\\n* accuracy: 50.0%%\\n' > "$dir/log.txt"
+    mkdir -p "$dir" && printf 'Finish training\\n=> result\\n* accuracy: 50.0%%\\n' > "$dir/log.txt"
 done
 """
 
@@ -275,3 +275,32 @@ def test_xd_test_all_plans_every_target_of_the_method_for_every_seed():
     assert {r.dataset for r in probe.runs} == set(protocols.DG_TARGETS)
     two = protocols.plan_xd_tests("CoOp", "imagenetv2,dtd", settings, Path.cwd())
     assert [r.dataset for r in two.runs] == ["imagenetv2", "imagenetv2", "dtd", "dtd"]
+
+
+def test_a_sweep_units_evaluations_run_in_one_process_after_its_training(tmp_path, monkeypatch):
+    """A sweep unit (xd: the ImageNet run, then its targets): the training as its train.py, the
+    targets in one tools/evaluate_many.py process; all finish, no failure record."""
+    pytest.importorskip("submitit", reason="submitit is not installed")
+    from experiments import protocols
+    from experiments.sweep import group_units
+    from experiments.sweep_jobs import FAILURES, run_unit
+
+    python = tmp_path / "python"
+    python.write_text(FAKE_PYTHON)
+    python.chmod(0o755)
+    env = {"DATA": str(tmp_path), "OUTPUT": str(tmp_path / "out"), "SEEDS": "1"}
+    settings = protocols.settings_from_environment({**env, "PYTHON": str(python)})
+    runs = protocols.plan_xd_train("CoOp", settings, Path.cwd()).runs
+    runs += protocols.plan_xd_tests("CoOp", "imagenetv2,dtd,eurosat", settings, Path.cwd()).runs
+    (unit,) = group_units(runs)
+    checkpoint = Path(unit[1].checkpoint)
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.touch()  # what the training would have saved
+    calls = tmp_path / "calls"
+    child_env = {**os.environ, "CALLS": str(calls)}
+    outcomes = run_unit(unit, str(Path.cwd()), str(tmp_path / "sweep"), child_env)
+    assert set(outcomes.values()) == {"done"} and len(outcomes) == 4
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("train.py ")
+    assert lines[1] == "tools/evaluate_many.py"
+    assert not (tmp_path / "sweep" / FAILURES).exists()
