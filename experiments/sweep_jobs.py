@@ -259,9 +259,15 @@ def _evaluate_many(
     return code, tail, stderr_path
 
 
-def _batched(run: Run, env: Mapping[str, str]) -> bool:
-    """Whether a run joins its unit's one evaluation process."""
-    return not run.training and run.command[1:2] == ("train.py",) and env.get("EVAL_BATCH") != "0"
+def _batched(run: Run, repo_root: str, env: Mapping[str, str]) -> bool:
+    """Whether a run joins its unit's one evaluation process (a train.py evaluation, in a
+    repository with tools/evaluate_many.py, EVAL_BATCH not 0)."""
+    return (
+        not run.training
+        and run.command[1:2] == ("train.py",)
+        and env.get("EVAL_BATCH") != "0"
+        and (Path(repo_root) / "tools" / "evaluate_many.py").is_file()
+    )
 
 
 def run_unit(
@@ -277,9 +283,11 @@ def run_unit(
     index = 0
     while index < len(runs):
         run = runs[index]
-        if _batched(run, env):
+        if _batched(run, repo_root, env):
             batch = [run]
-            while index + len(batch) < len(runs) and _batched(runs[index + len(batch)], env):
+            while index + len(batch) < len(runs) and _batched(
+                runs[index + len(batch)], repo_root, env
+            ):
                 batch.append(runs[index + len(batch)])
             results = run_evaluations(batch, repo_root, sweep_dir, env)
             outcomes.update(results)
