@@ -6,8 +6,9 @@ plans (experiments/protocols.py) and ``train.py``, on the demo's world with its 
 
     few-shot         TinyWorld at two shot counts (--shots)
     base-to-new      TinyWorld: train on the base half, evaluate base and new
-    DG/cross-dataset the xd protocol on synthetic copies of ImageNet (source) and of its four
-                     variants plus Caltech101 and EuroSAT (targets), in their real layouts
+    DG/cross-dataset the xd protocol on synthetic copies of ImageNet (source) and of
+                     ImageNet-V2, ImageNet-Sketch, Caltech101 and EuroSAT (targets), in their
+                     real layouts
     zero-shot        TinyWorld (all, base, new) and every xd target
 
 twice, each time into a fresh output and feature cache: *unshared* (``TEST.SHARED_FEATURES
@@ -52,7 +53,9 @@ from experiments.protocols import ZERO_SHOT, Plan, Settings
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASET = "tinyworld"
 CFG = "tiny"
-DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+# ImageNet-A and -R hold other classes in their synthetic copies, which a linear probe trained
+# on the synthetic ImageNet cannot classify: the two variants that keep ImageNet's classes.
+DG_TARGETS = ("imagenetv2", "imagenet_sketch")
 XD_TARGETS = ("caltech101", "eurosat")
 SYNTHETIC = ("imagenet", *DG_TARGETS, *XD_TARGETS)
 
@@ -396,7 +399,7 @@ def estimate(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, help="where data and runs go (default: a temp)")
-    parser.add_argument("--epochs", type=int, default=2, help="training epochs of every run")
+    parser.add_argument("--epochs", type=int, default=1, help="training epochs of every run")
     parser.add_argument("--shots", type=int, nargs=2, default=[1, 4], help="few-shot counts")
     parser.add_argument("--base2new-shots", type=int, default=4, help="base2new and xd shots")
     parser.add_argument("--classes", type=int, default=64, help="classes of the xd datasets")
