@@ -193,7 +193,7 @@ def miniature(args: argparse.Namespace) -> None:
     os.chdir(REPO_ROOT)
     print(f"Methods: {', '.join(miniature_methods())}, and {ZERO_SHOT}")
     results = {}
-    for mode in ("unshared", "shared"):
+    for mode in ("shared", "unshared") if args.shared_first else ("unshared", "shared"):
         shutil.rmtree(args.workdir / mode, ignore_errors=True)
         results[mode] = run_mode(mode, args, data)
     rows = []
@@ -406,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=20, help="images per class (xd datasets)")
     parser.add_argument("--gpu-speedup", type=float, default=30.0, help="GPU / this CPU, assumed")
     parser.add_argument("--estimate-only", action="store_true", help="part 2 only")
+    parser.add_argument(
+        "--shared-first", action="store_true", help="run the shared mode first (load drift)"
+    )
     args = parser.parse_args(argv)
     if not args.estimate_only:
         keep = args.workdir is not None
