@@ -89,6 +89,9 @@ def xd_targets(method: Method) -> tuple[str, ...] | None:
 
 
 ZERO_SHOT = "ZeroshotCLIP"
+# LOSS.NAME of the methods with λ: ProGrad's rule, or the ablation that projects at every step.
+PROJECTION_LOSSES = ("prograd", "vertical_grad")
+ALPHA_KEY = "LOSS.ALPHA"  # KD's distillation weight, a key its declaration owns
 DEFAULT_VARIANT = "nctx16_cscFalse_ctpend"  # CoOp's and ProGrad's
 NO_PROMPT_VARIANT = "default"  # the variant directory of a method without prompt options
 
@@ -165,9 +168,12 @@ class Settings:
     shots: int | None = None  # SHOTS (base2new, xd)
     epochs: int | None = None  # EPOCHS
     lambda_: str | None = None  # LAMBDA, kept as written: it names the run directory
+    loss_name: str | None = None  # LOSS_NAME: vertical_grad, the "always project" ablation
+    alpha: str | None = None  # ALPHA: KD's α, kept as written (it names the run directory)
     load_epoch: int | None = None  # LOADEP (evaluations)
     subs: tuple[str, ...] | None = None  # SUBS (base2new_test, zeroshot)
     extra_opts: tuple[str, ...] = ()  # EXTRA_OPTS, KEY VALUE pairs closing every command
+    eval_batch: bool = True  # EVAL_BATCH: a call's evaluations run in one process (0: one each)
     script: str = "bash scripts/..."  # the command the user ran, for the examples in errors
     variables: Mapping[str, str] = field(default_factory=dict)  # what was set, for notes
 
@@ -240,6 +246,12 @@ def settings_from_environment(
     lambda_ = get("LAMBDA")
     if lambda_ is not None and not _NUMBER.fullmatch(lambda_):
         raise ProtocolError(f"LAMBDA={lambda_} is not a number; pass e.g. LAMBDA=0.8.")
+    alpha = get("ALPHA")
+    if alpha is not None and not _NUMBER.fullmatch(alpha):
+        raise ProtocolError(f"ALPHA={alpha} is not a number; pass e.g. ALPHA=0.5.")
+    loss_name = get("LOSS_NAME")
+    if loss_name is not None:
+        choice("LOSS_NAME", loss_name, PROJECTION_LOSSES)
     subs = get("SUBS")
     dry_run = env.get("DRY_RUN", "")
     return Settings(
@@ -255,9 +267,12 @@ def settings_from_environment(
         shots=None if shots is None else positive_int("SHOTS", shots),
         epochs=None if epochs is None else positive_int("EPOCHS", epochs),
         lambda_=lambda_,
+        loss_name=loss_name,
+        alpha=alpha,
         load_epoch=None if load_epoch is None else positive_int("LOADEP", load_epoch),
         subs=None if subs is None else tuple(subs.split()),
         extra_opts=parse_extra_opts(env.get("EXTRA_OPTS", "")),
+        eval_batch=choice("EVAL_BATCH", env.get("EVAL_BATCH") or "1", ("0", "1")) == "1",
         script=script,
         variables={name: value for name, value in env.items() if value != ""},
     )
@@ -406,14 +421,35 @@ class _Builder:
         return opts
 
     def lambda_opts(self, protocol: str, dataset: str, shots: int) -> list[str]:
-        """LOSS.LAMBDA for methods with λ; a λ other than the default extends the suffix."""
+        """LOSS.LAMBDA for methods with λ, and the ablation options (LOSS_NAME, ALPHA) where
+        set; a value other than the default extends the suffix (``_lambda0.5``,
+        ``_vertical_grad``, ``_alpha0.25``)."""
         default = default_lambda(self.method, protocol, dataset, shots)
         if default is None:
-            return []
+            reason = f"{self.method.name} has no λ"
+            self._ignored("LOSS_NAME", True, reason, self.settings.loss_name)
+            return self._alpha_opts()
         value = self.settings.lambda_ or str(default)
         if not _same_number(value, default):
             self.suffix += f"_lambda{value}"
-        return ["LOSS.LAMBDA", value]
+        opts = ["LOSS.LAMBDA", value]
+        loss_name = self.settings.loss_name
+        if loss_name is not None and loss_name != PROJECTION_LOSSES[0]:
+            self.suffix += f"_{loss_name}"
+            opts += ["LOSS.NAME", loss_name]
+        return opts + self._alpha_opts()
+
+    def _alpha_opts(self) -> list[str]:
+        """LOSS.ALPHA for a method declaring it (KD) when ALPHA is set; non-default: a suffix."""
+        declared = {key.key: key.default for key in self.method.config_keys}
+        value = self.settings.alpha
+        reason = f"{self.method.name} has no {ALPHA_KEY}"
+        self._ignored("ALPHA", ALPHA_KEY not in declared, reason, value)
+        if ALPHA_KEY not in declared or value is None:
+            return []
+        if not _same_number(value, float(declared[ALPHA_KEY])):
+            self.suffix += f"_alpha{value}"
+        return [ALPHA_KEY, value]
 
     def epochs(self, default_epochs: int | None) -> int | None:
         """EPOCHS or the default; an override extends the suffix."""
@@ -638,6 +674,25 @@ def plan_xd_test(method_name: str, dataset: str, settings: Settings, root: Path)
     return plan
 
 
+def plan_xd_tests(method_name: str, datasets: str, settings: Settings, root: Path) -> Plan:
+    """xd_test.sh's plan: one target, several (``imagenetv2,imagenet_a``), or ``all`` (every
+    domain-generalisation and cross-dataset target the method takes), every seed of each; one
+    plan, so its evaluations share one process (EVAL_BATCH)."""
+    if datasets != "all" and "," not in datasets:
+        return plan_xd_test(method_name, datasets, settings, root)
+    accepted = xd_targets(method_named(method_name))
+    if datasets == "all":
+        names = [d for d in (*DG_TARGETS, *XD_TARGETS) if accepted is None or d in accepted]
+    else:
+        names = [name for name in datasets.split(",") if name]
+    plan = Plan()
+    for name in names:
+        part = plan_xd_test(method_name, name, settings, root)
+        plan.runs += part.runs
+        plan.notes += [message for message in part.notes if message not in plan.notes]
+    return plan
+
+
 def plan_zeroshot(dataset: str, cfg: str, settings: Settings, root: Path) -> Plan:
     """Zero-shot CLIP on SUBS ("all"; base/new give the base-to-new row); no seeds.
 
@@ -730,7 +785,7 @@ _SEED_DIR = re.compile(r"seed(\d+)")
 _SHOTS_DIR = re.compile(r"(.+)_(\d+)shots")
 _B2N_SHOTS_DIR = re.compile(r"shots_(\d+)")
 # Non-default settings appended to a base-to-new config directory (see _Base2New).
-_B2N_CFG_DIR = re.compile(r"(.+?)(?:_((?:nctx|lambda|epochs).*))?")
+_B2N_CFG_DIR = re.compile(r"(.+?)(?:_((?:nctx|lambda|vertical_grad|alpha|epochs).*))?")
 _B2N_STAGES = {"train_base": "base", "test_base": "base", "test_new": "new"}
 _EPOCHS_IN_CFG = re.compile(r"_ep\d+(?=_|$)")
 
@@ -815,7 +870,7 @@ SCRIPT_FUNCTIONS: dict[str, tuple[str, Callable[..., Plan]]] = {
     "base2new_train": ("METHOD DATASET", plan_base2new_train),
     "base2new_test": ("METHOD DATASET", plan_base2new_test),
     "xd_train": ("METHOD", plan_xd_train),
-    "xd_test": ("METHOD DATASET", plan_xd_test),
+    "xd_test": ("METHOD DATASET", plan_xd_tests),
     "zeroshot": ("DATASET CFG", plan_zeroshot),
 }
 
@@ -830,7 +885,9 @@ def execute(plan: Plan, settings: Settings) -> None:
     A finished run is skipped; any other one runs again without deleting anything (training
     resumes from its last epoch). A run that another process holds (its lock) is skipped.
     Commands go to stdout, notes to stderr, so ``DRY_RUN=1 ... > commands.txt`` lists exactly
-    what would run.
+    what would run. The evaluations of a plan run in one process (EVAL_BATCH, default 1:
+    tools/evaluate_many.py, CLIP loaded once, each split's features read once), each with the
+    log and run.json its own command would write.
 
     Raises:
         ProtocolError: a missing checkpoint (outside a dry run) or a failed run; the runs before
@@ -839,6 +896,7 @@ def execute(plan: Plan, settings: Settings) -> None:
     for message in plan.notes:
         note(message)
     noted: set[str] = set()
+    batch: list[Run] = []
     for run in plan.runs:
         if is_finished(run.run_dir, run.training):
             note(f"skip: {run.run_dir} has a complete log")
@@ -865,7 +923,53 @@ def execute(plan: Plan, settings: Settings) -> None:
         if settings.dry_run:
             print(shlex.join(run.command), flush=True)
             continue
+        if settings.eval_batch and not run.training and run.command[1:2] == ("train.py",):
+            batch.append(run)
+            continue
+        _run_batch(batch)
+        batch = []
         _run_locked(run)
+    _run_batch(batch)
+
+
+def _run_batch(runs: Sequence[Run]) -> None:
+    """Evaluations in one process (tools/evaluate_many.py), each under its lock; one alone runs
+    as its own command."""
+    if len(runs) <= 1:
+        for run in runs:
+            _run_locked(run)
+        return
+    import json
+
+    from experiments.locks import RunLock
+
+    held = []
+    try:
+        for run in runs:
+            lock = RunLock(run.run_dir)
+            if not lock.acquire():
+                note(f"busy: {run.run_dir} is being run by {lock.holder_text()}; skipped it.")
+            elif is_finished(run.run_dir, run.training):
+                lock.release()
+                note(f"skip: {run.run_dir} has a complete log")
+            else:
+                held.append((run, lock))
+        if not held:
+            return
+        commands = [list(run.command[2:]) for run, _ in held]
+        python = held[0][0].command[0]
+        code = subprocess.run(
+            [python, "tools/evaluate_many.py"], input=json.dumps(commands), text=True
+        ).returncode
+    finally:
+        for _, lock in held:
+            lock.release()
+    if code != 0:
+        failed = [run.run_dir for run, _ in held if not is_finished(run.run_dir, False)]
+        raise ProtocolError(
+            f"the evaluation(s) in {', '.join(failed) or 'this plan'} failed (exit {code}); see "
+            "their log.txt*, fix, and rerun the same command: finished runs are skipped."
+        )
 
 
 def _run_locked(run: Run) -> None:

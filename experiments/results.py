@@ -517,7 +517,11 @@ def base2new_comparison_tables(stats: dict[Setting, Stat]) -> list[Table]:
 
 def build_tables(stats: dict[Setting, Stat]) -> list[Table]:
     """All the paper's tables that the results allow, in the paper's order: per method, then
-    the methods compared, for each protocol."""
+    the methods compared, for each protocol; then the ablation rows (experiments/ablation.py)
+    and ours beside the published numbers (experiments/published.py)."""
+    from experiments.ablation import ablation_tables  # they build on this module's cells
+    from experiments.published import published_tables
+
     zeroshot = zeroshot_table(stats)
     return (
         fewshot_tables(stats)
@@ -526,6 +530,8 @@ def build_tables(stats: dict[Setting, Stat]) -> list[Table]:
         + base2new_tables(stats)
         + base2new_comparison_tables(stats)
         + transfer_tables(stats)
+        + ablation_tables(stats)
+        + published_tables(stats)
     )
 
 

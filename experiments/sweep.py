@@ -7,6 +7,9 @@ read from the environment as by the run scripts):
     python tools/sweep.py base2new --trainers ProGrad CoOp [--datasets all]
     python tools/sweep.py xd       --trainers ProGrad CoOp [--datasets all]   (targets)
     python tools/sweep.py zeroshot [--cfg rn50] [--subs all base new]
+    python tools/sweep.py ablation [--trainers ProGrad KD] [--datasets all] [--shots 16]
+        [--lambdas 0 0.25 0.5 0.75 1] [--alphas 0 0.25 0.5 0.75 1]
+        (the paper's ablation rows: ProGrad at each λ and "always project", KD at each α)
         [--cfg CFG] [--seeds 1 2 3] [--cluster auto|slurm|local] [--dry-run] [--wait]
         Slurm: [--partition P] [--gpus 1] [--cpus 8] [--mem 32G] [--time 12:00:00]
                [--account A] [--qos Q] [--parallel 64]
@@ -71,7 +74,15 @@ SLURM_DEFAULTS = {
 }
 MAX_ARRAY_SIZE = 1000  # Slurm's default MaxArraySize is 1001
 MAX_REQUEUES = 10  # time limits or preemptions a unit may go through (submitit's countdown)
+# The ablation rows (few-shot protocol): ProGrad at each λ and with LOSS.NAME vertical_grad
+# ("always project", at λ = 1), KD at each α; run directories apart from the paper defaults.
+ABLATION = "ablation"
+ABLATION_METHODS = ("ProGrad", "KD")
+ABLATION_LAMBDAS = ("0", "0.25", "0.5", "0.75", "1")
+ABLATION_ALPHAS = ("0", "0.25", "0.5", "0.75", "1")
+ABLATION_SHOTS = (16,)
 DATASETS_OF = {
+    ABLATION: FEWSHOT_DATASETS,
     "fewshot": FEWSHOT_DATASETS,
     "base2new": protocols.BASE2NEW_DATASETS,
     "xd": DG_TARGETS + protocols.XD_TARGETS,
@@ -121,6 +132,18 @@ def sweep_settings(args: argparse.Namespace, environ: dict[str, str]) -> Setting
 
 def sweep_methods(protocol: str, names: Sequence[str] | None) -> list[str]:
     """The --trainers of a sweep (method names), each checked to have the protocol."""
+    if protocol == ABLATION:
+        methods = expand(names) or list(ABLATION_METHODS)
+        for name in methods:
+            method = protocols.method_named(name)
+            alpha = any(key.key == protocols.ALPHA_KEY for key in method.config_keys)
+            if not (method.has_lambda or alpha) or "fewshot" not in method.defaults:
+                raise SweepError(
+                    f"--trainers {name}: the ablation varies λ (methods with LOSS.LAMBDA) or α "
+                    f"(methods declaring {protocols.ALPHA_KEY}) in the few-shot protocol, and "
+                    f"{name} has neither; e.g. --trainers {' '.join(ABLATION_METHODS)}."
+                )
+        return methods
     if protocol == "zeroshot":
         if any(name != ZERO_SHOT for name in expand(names)):
             raise SweepError(f"zeroshot runs {ZERO_SHOT} only; drop --trainers.")
@@ -171,12 +194,50 @@ def group_units(runs: Sequence[Run]) -> list[list[Run]]:
     return units
 
 
+def numbers(flag: str, values: Sequence[str] | None, default: Sequence[str]) -> list[str]:
+    """--lambdas / --alphas as written (they name run directories), each in [0, 1]."""
+    words = expand(values) or list(default)
+    for word in words:
+        if not re.fullmatch(r"[0-9]*\.?[0-9]+", word) or float(word) > 1:
+            raise SweepError(f"{flag} {word}: give numbers in [0, 1], e.g. {flag} 0 0.5 1.")
+    return words
+
+
+def plan_ablation(
+    methods: Sequence[str],
+    datasets: Sequence[str],
+    shots: Sequence[int] | None,
+    lambdas: Sequence[str],
+    alphas: Sequence[str],
+    settings: Settings,
+) -> list[protocols.Plan]:
+    """The ablation rows as few-shot runs: each λ and "always project" (LOSS.NAME vertical_grad
+    at λ = 1) for a method with λ, each α for a method with LOSS.ALPHA. A value that is the
+    paper's default is the paper-default run (same directory); any other gets its own suffix."""
+    plans = []
+    for method in methods:
+        declared = METHODS[method]
+        cfg = settings.cfg or declared.defaults["fewshot"].cfg
+        if declared.has_lambda:
+            variants = [replace(settings, lambda_=value) for value in lambdas]
+            variants.append(replace(settings, lambda_="1", loss_name="vertical_grad"))
+        else:
+            variants = [replace(settings, alpha=value) for value in alphas]
+        for dataset in datasets:
+            for k in shots or ABLATION_SHOTS:
+                for local in variants:
+                    plans.append(protocols.plan_fewshot(method, dataset, cfg, k, local, REPO_ROOT))
+    return plans
+
+
 def plan_sweep(
     protocol: str,
     methods: Sequence[str],
     datasets: Sequence[str],
     shots: Sequence[int] | None,
     settings: Settings,
+    lambdas: Sequence[str] = ABLATION_LAMBDAS,
+    alphas: Sequence[str] = ABLATION_ALPHAS,
 ) -> tuple[list[list[Run]], list[str]]:
     """(units, notes) of a sweep, from the protocol definitions.
 
@@ -185,6 +246,9 @@ def plan_sweep(
     """
     plans: list[protocols.Plan] = []
     root = REPO_ROOT
+    if protocol == ABLATION:
+        plans = plan_ablation(methods, datasets, shots, lambdas, alphas, settings)
+        methods = []
     for method in methods:
         defaults = METHODS[method].defaults[protocol]
         cfg = settings.cfg or defaults.cfg
@@ -653,8 +717,10 @@ def submit(args: argparse.Namespace) -> int:
     shots = integers("--shots", args.shots, 1)
     for flag, value, protocols_of_flag in (
         ("--subs", args.subs, ("base2new", "zeroshot")),
-        ("--shots", args.shots, ("fewshot", "base2new", "xd")),
-        ("--seeds", args.seeds, ("fewshot", "base2new", "xd")),
+        ("--shots", args.shots, ("fewshot", "base2new", "xd", ABLATION)),
+        ("--seeds", args.seeds, ("fewshot", "base2new", "xd", ABLATION)),
+        ("--lambdas", getattr(args, "lambdas", None), (ABLATION,)),
+        ("--alphas", getattr(args, "alphas", None), (ABLATION,)),
     ):
         if value and protocol not in protocols_of_flag:
             raise SweepError(f"{flag} is for {', '.join(protocols_of_flag)}, not {protocol}.")
@@ -664,7 +730,9 @@ def submit(args: argparse.Namespace) -> int:
         import submitit  # noqa: F401
     except ImportError as error:
         raise SweepError("submitit is not installed; pip install -r requirements.txt") from error
-    units, notes = plan_sweep(protocol, methods, datasets, shots, settings)
+    lambdas = numbers("--lambdas", getattr(args, "lambdas", None), ABLATION_LAMBDAS)
+    alphas = numbers("--alphas", getattr(args, "alphas", None), ABLATION_ALPHAS)
+    units, notes = plan_sweep(protocol, methods, datasets, shots, settings, lambdas, alphas)
     for message in notes:
         print(message, file=sys.stderr)
 
@@ -744,15 +812,20 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for protocol in protocols.PROTOCOLS:
+    for protocol in (*protocols.PROTOCOLS, ABLATION):
         sub = commands.add_parser(protocol, help=f"submit the {protocol} protocol")
-        methods = ", ".join(protocols.methods_with(protocol))
+        methods = ", ".join(
+            ABLATION_METHODS if protocol == ABLATION else protocols.methods_with(protocol)
+        )
         sub.add_argument("--trainers", nargs="+", metavar="METHOD", help=f"of: {methods}")
         sub.add_argument("--datasets", nargs="+", metavar="DATASET", help="names, or all")
         sub.add_argument("--cfg", help="config name (default: each method's for the protocol)")
         sub.add_argument("--shots", nargs="+", metavar="K", help="shots per class")
         sub.add_argument("--seeds", nargs="+", metavar="S", help="seeds (default SEEDS or 1 2 3)")
         sub.add_argument("--subs", nargs="+", metavar="SUB", help="class halves to evaluate")
+        if protocol == ABLATION:
+            sub.add_argument("--lambdas", nargs="+", metavar="L", help="λ values (0 .25 .5 .75 1)")
+            sub.add_argument("--alphas", nargs="+", metavar="A", help="KD's α (0 .25 .5 .75 1)")
         sub.add_argument("--cluster", choices=("auto", "slurm", "local"), default="auto")
         sub.add_argument("--dry-run", action="store_true", help="list the runs, submit nothing")
         sub.add_argument("--wait", action="store_true", help="progress bar until all finish")

@@ -9,6 +9,9 @@ single run. Each run of a unit:
   when another live process holds it, the rest of the unit is left to that process;
 - runs ``train.py`` as a child process. Restarted in the same directory, training resumes
   from its last epoch (trainers/resume.py), so an interrupted run ends as an uninterrupted one.
+  A unit's evaluations (xd: every target of its seed) run in one child process,
+  ``tools/evaluate_many.py`` (CLIP loaded once, each split's features read once), unless the
+  job's environment sets ``EVAL_BATCH=0``.
 
 A failed or interrupted run leaves a record in ``<sweep>/failures/`` (exit status, log, last
 error line; its stderr is kept in ``<sweep>/stderr/``) for ``sweep.py status`` and ``--wait``.
@@ -178,18 +181,125 @@ def _write_failure(
     write_text(path, json.dumps(record, indent=1), "the run's failure record")
 
 
+def run_evaluations(
+    runs: Sequence[Run], repo_root: str, sweep_dir: str, env: Mapping[str, str]
+) -> dict[str, str]:
+    """Runs evaluations in one ``tools/evaluate_many.py`` process, each under its lock, with
+    the outcomes (and failure records) :func:`run_one` gives; one alone runs as its command."""
+    outcomes: dict[str, str] = {}
+    held: list[tuple[Run, RunLock]] = []
+    try:
+        for run in runs:
+            checkpoint = run.checkpoint
+            lock = RunLock(run.run_dir)
+            if is_finished(run.run_dir, run.training):
+                outcomes[run.run_dir] = "done"
+            elif checkpoint is not None and not Path(checkpoint).is_file():
+                outcomes[run.run_dir] = run_one(run, repo_root, sweep_dir, env)  # "blocked"
+            elif not lock.acquire():
+                print(f"busy: {run.run_dir} is being run by {lock.holder_text()}", file=sys.stderr)
+                outcomes[run.run_dir] = "busy"
+            else:
+                held.append((run, lock))
+        if len(held) <= 1:
+            for run, lock in held:
+                lock.release()
+                outcomes[run.run_dir] = run_one(run, repo_root, sweep_dir, env)
+            held = []
+            return outcomes
+        code, tail, stderr_path = _evaluate_many(
+            [run for run, _ in held], repo_root, sweep_dir, env
+        )
+    finally:
+        for _, lock in held:
+            lock.release()
+    for run, _ in held:
+        if is_finished(run.run_dir, run.training):
+            outcomes[run.run_dir] = "done"
+            continue
+        mine = [line for line in tail if run.run_dir in line]
+        message = last_error("".join(mine or tail))
+        outcome = "interrupted" if code is None or code < 0 else "failed"
+        record = failure_path(sweep_dir, run.run_dir)
+        _write_failure(record, run, outcome, code, message, str(stderr_path))
+        outcomes[run.run_dir] = outcome
+    return outcomes
+
+
+def _evaluate_many(
+    runs: Sequence[Run], repo_root: str, sweep_dir: str, env: Mapping[str, str]
+) -> tuple[int | None, deque, Path]:
+    """(exit status, stderr tail, stderr file) of one tools/evaluate_many.py process."""
+    for run in runs:
+        failure_path(sweep_dir, run.run_dir).unlink(missing_ok=True)
+        print(f"run: {run.run_dir}\n{shlex.join(run.command)}", flush=True)
+    stderr_path = Path(sweep_dir) / STDERR / f"{run_key(runs[0].run_dir)}-evaluations.txt"
+    stderr_path.parent.mkdir(parents=True, exist_ok=True)
+    commands = json.dumps([list(run.command[2:]) for run in runs])
+    tail: deque[str] = deque(maxlen=400)
+    with stderr_path.open("a") as sink:
+        child = subprocess.Popen(
+            [runs[0].command[0], "tools/evaluate_many.py"], cwd=repo_root, env=dict(env),
+            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        copier = threading.Thread(target=_tee, args=(child.stderr, sink, tail), daemon=True)
+        copier.start()
+        try:
+            child.stdin.write(commands)
+            child.stdin.close()
+            code = child.wait()
+        except BaseException:  # cancelled or requeued (submitit exits): no orphan child
+            child.kill()
+            child.wait()
+            message = "stopped: its job was cancelled, or requeued to resume it"
+            for run in runs:
+                if not is_finished(run.run_dir, run.training):
+                    record = failure_path(sweep_dir, run.run_dir)
+                    _write_failure(record, run, "interrupted", None, message, str(stderr_path))
+            raise
+        copier.join(timeout=10)
+    return code, tail, stderr_path
+
+
+def _batched(run: Run, repo_root: str, env: Mapping[str, str]) -> bool:
+    """Whether a run joins its unit's one evaluation process (a train.py evaluation, in a
+    repository with tools/evaluate_many.py, EVAL_BATCH not 0)."""
+    return (
+        not run.training
+        and run.command[1:2] == ("train.py",)
+        and env.get("EVAL_BATCH") != "0"
+        and (Path(repo_root) / "tools" / "evaluate_many.py").is_file()
+    )
+
+
 def run_unit(
     runs: Sequence[Run], repo_root: str, sweep_dir: str, env: Mapping[str, str]
 ) -> dict[str, str]:
-    """Runs a unit's runs in order; stops where the rest depends on what did not happen.
+    """Runs a unit's runs in order (its consecutive evaluations in one process, see
+    :func:`run_evaluations`); stops where the rest depends on what did not happen.
 
     Returns:
         run directory -> outcome (see :func:`run_one`; "not run" after a stop).
     """
     outcomes: dict[str, str] = {}
-    for run in runs:
+    index = 0
+    while index < len(runs):
+        run = runs[index]
+        if _batched(run, repo_root, env):
+            batch = [run]
+            while index + len(batch) < len(runs) and _batched(
+                runs[index + len(batch)], repo_root, env
+            ):
+                batch.append(runs[index + len(batch)])
+            results = run_evaluations(batch, repo_root, sweep_dir, env)
+            outcomes.update(results)
+            index += len(batch)
+            if {"busy", "interrupted"} & set(results.values()):
+                break
+            continue
         outcome = run_one(run, repo_root, sweep_dir, env)
         outcomes[run.run_dir] = outcome
+        index += 1
         # After a training that did not finish, or a run held elsewhere, or a kill, the rest
         # of the unit cannot (or must not) run here; a failed evaluation leaves the others.
         if outcome in ("busy", "interrupted") or (outcome != "done" and run.training):

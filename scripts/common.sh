@@ -15,6 +15,7 @@
 #   SEEDS    "1 2 3"          NCTX  16 (the method's)   CSC  False        CTP  end
 #   OUTPUT   output           PYTHON python   DRY_RUN 0 (1: print the commands, run nothing)
 #   CFG, SHOTS, EPOCHS, LAMBDA, LOADEP, SUBS: per protocol, see the function comments below.
+#   LOSS_NAME vertical_grad (the "always project" ablation, methods with λ), ALPHA (KD's α).
 #   EXTRA_OPTS ""  config options appended to every train.py command, as whitespace-separated
 #            KEY VALUE pairs, e.g. EXTRA_OPTS="MODEL.BACKBONE.PATH /models/RN50.pt" on a machine
 #            without internet, or "USE_CUDA False". Values cannot contain spaces. EXTRA_OPTS is
@@ -29,8 +30,8 @@
 # writes its new log next to the old one. A run that another process is running (its lock,
 # .run.lock) is skipped.
 #
-# Settings that differ from the protocol default (NCTX/CSC/CTP in base-to-new, LAMBDA, EPOCHS)
-# are appended to the directory name, so an ablation never lands in, and is never skipped
+# Settings that differ from the protocol default (NCTX/CSC/CTP in base-to-new, LAMBDA,
+# LOSS_NAME, ALPHA, EPOCHS) are appended to the directory name, so an ablation never lands in, and is never skipped
 # because of, the directory of the paper-default run.
 #
 # Commands go to stdout and notes to stderr, so `DRY_RUN=1 bash ... > commands.txt` lists

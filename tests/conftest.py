@@ -1,11 +1,18 @@
 """Shared fixtures: tiny CLIP checkpoints written once per session."""
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("OUTDATED_IGNORE", "1")  # no version check on import of Dassl's wilds
+# The shared test-time features (TEST.SHARED_FEATURES) of this session's runs, train.py
+# subprocesses included, go to a folder of their own, never to the user's cache.
+os.environ["PROGRAD_FEATURE_CACHE"] = tempfile.mkdtemp(prefix="prograd-features-")
+atexit.register(shutil.rmtree, os.environ["PROGRAD_FEATURE_CACHE"], True)
 
 from devkit.tiny_clip import write_tiny_clip  # noqa: E402
 

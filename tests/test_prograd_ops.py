@@ -243,3 +243,55 @@ def test_mismatched_gradient_lists_are_rejected():
     """One g_ce and one g_kl per parameter, else a ValueError with both counts."""
     with pytest.raises(ValueError, match="2 g_ce tensors and 1 g_kl"):
         project_parameter_gradients([torch.ones(2), torch.ones(2)], [torch.ones(2)], 1.0)
+
+
+# LOSS.NAME vertical_grad: the "always project" ablation
+
+
+def _official_vertical_grad(g_ce: torch.Tensor, g_kl: torch.Tensor, lambda_: float):
+    """The update of the first official code's vertical_grad_backward_and_update, per tensor."""
+    unit = g_kl / torch.linalg.norm(g_kl)
+    return g_ce - lambda_ * torch.dot(g_ce.flatten(), unit.flatten()) * unit
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_always_project_removes_the_general_component_whatever_the_sign(sign):
+    """always=True with λ=1 ends orthogonal to g_kl whether the gradients agree or conflict."""
+    torch.manual_seed(1)
+    g_kl = torch.randn(32)
+    g_ce = sign * 2.0 * g_kl + torch.randn(32)
+    result = project_conflicting_gradient(g_ce, g_kl, lambda_=1.0, always=True)
+    assert result.conflicted == (sign < 0)
+    assert torch.dot(result.gradient, g_kl).abs() < 1e-4 * g_ce.norm() * g_kl.norm()
+    assert result.removed_norm > 0
+    torch.testing.assert_close(result.gradient, _official_vertical_grad(g_ce, g_kl, 1.0))
+
+
+def test_always_project_equals_prograd_on_conflict_and_differs_on_agreement():
+    """On conflict both rules give the same update; on agreement only always=True changes g_ce."""
+    torch.manual_seed(2)
+    g_kl = torch.randn(16)
+    conflicting = -g_kl + 0.1 * torch.randn(16)
+    agreeing = g_kl + 0.1 * torch.randn(16)
+    for lambda_ in (0.25, 0.8):
+        torch.testing.assert_close(
+            project_conflicting_gradient(conflicting, g_kl, lambda_, always=True).gradient,
+            project_conflicting_gradient(conflicting, g_kl, lambda_).gradient,
+        )
+        projected = project_conflicting_gradient(agreeing, g_kl, lambda_, always=True).gradient
+        torch.testing.assert_close(projected, _official_vertical_grad(agreeing, g_kl, lambda_))
+        assert not torch.allclose(projected, agreeing)
+
+
+@pytest.mark.parametrize("per_tensor", [True, False])
+def test_always_project_per_parameter_with_lambda_zero_is_the_identity(per_tensor):
+    """λ=0 leaves every tensor unchanged also when projecting at every step."""
+    torch.manual_seed(3)
+    g_ce = [torch.randn(4, 8), torch.randn(5)]
+    g_kl = [g.clone() for g in g_ce]  # agreeing: vertical_grad would remove all of it at λ=1
+    result = project_parameter_gradients(g_ce, g_kl, 0.0, per_tensor, always=True)
+    for got, expected in zip(result.gradients, g_ce, strict=True):
+        torch.testing.assert_close(got, expected)
+    removed = project_parameter_gradients(g_ce, g_kl, 1.0, per_tensor, always=True)
+    for got in removed.gradients:
+        assert got.abs().max() < 1e-5

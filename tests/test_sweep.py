@@ -133,9 +133,44 @@ def test_units_put_each_evaluation_after_the_training_it_loads():
     assert [len(unit) for unit in units] == [1] * 6
 
 
+def test_ablation_lists_each_lambda_always_project_and_each_alpha_apart_from_the_defaults():
+    """ablation: ProGrad at each λ (the paper's λ is its default run) and vertical_grad, KD at
+    each α (its default α is its default run), each non-default one in its own directory."""
+    settings = Settings(data="/d", output="/o", dry_run=True, seeds=(1,))
+    units, _ = sweep_tool.plan_sweep(
+        "ablation", ["ProGrad", "KD"], ["dtd", "caltech101"], [16], settings,
+        ["0", "0.5", "0.8", "1"], ["0.5", "1"],
+    )  # fmt: skip
+    runs = {run.run_dir: run.command for unit in units for run in unit}
+    base = f"{VARIANT}"
+    expected = {
+        f"/o/dtd/ProGrad/rn50_16shots/{base}_lambda0/seed1": ["LOSS.LAMBDA", "0"],
+        f"/o/dtd/ProGrad/rn50_16shots/{base}_lambda0.5/seed1": ["LOSS.LAMBDA", "0.5"],
+        f"/o/dtd/ProGrad/rn50_16shots/{base}/seed1": ["LOSS.LAMBDA", "0.8"],  # dtd's λ
+        f"/o/dtd/ProGrad/rn50_16shots/{base}_lambda1/seed1": ["LOSS.LAMBDA", "1"],
+        f"/o/dtd/ProGrad/rn50_16shots/{base}_lambda1_vertical_grad/seed1": [
+            "LOSS.LAMBDA", "1", "LOSS.NAME", "vertical_grad"
+        ],
+        f"/o/caltech101/ProGrad/rn50_16shots/{base}_lambda0.8/seed1": ["LOSS.LAMBDA", "0.8"],
+        f"/o/caltech101/ProGrad/rn50_16shots/{base}/seed1": ["LOSS.LAMBDA", "1"],
+        f"/o/caltech101/ProGrad/rn50_16shots/{base}_vertical_grad/seed1": [
+            "LOSS.LAMBDA", "1", "LOSS.NAME", "vertical_grad"
+        ],
+        f"/o/dtd/KD/rn50_16shots/{base}/seed1": ["LOSS.ALPHA", "0.5"],
+        f"/o/dtd/KD/rn50_16shots/{base}_alpha1/seed1": ["LOSS.ALPHA", "1"],
+    }  # fmt: skip
+    assert len(runs) == 2 * 5 + 2 * 2
+    for run_dir, opts in expected.items():
+        command = " ".join(runs[run_dir])
+        assert " ".join(opts) in command, (run_dir, command)
+    assert all(" LOSS.NAME " not in " ".join(c) for d, c in runs.items() if "vertical" not in d)
+
+
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
+        (("ablation", "--trainers", "CoOp"), {}, "CoOp has neither"),
+        (("ablation", "--lambdas", "2"), {}, "--lambdas 2: give numbers in [0, 1]"),
         (("fewshot", "--trainers", "Prograd"), {}, "unknown method 'Prograd'"),
         (("fewshot",), {}, "--trainers is required for fewshot"),
         (("base2new", "--trainers", "LinearProbeCLIP"), {}, "LinearProbeCLIP has no base2new"),
@@ -158,7 +193,11 @@ def test_units_put_each_evaluation_after_the_training_it_loads():
             {},
             "--subs is for base2new, zeroshot, not fewshot",
         ),
-        (("zeroshot", "--seeds", "1"), {}, "--seeds is for fewshot, base2new, xd, not zeroshot"),
+        (
+            ("zeroshot", "--seeds", "1"),
+            {},
+            "--seeds is for fewshot, base2new, xd, ablation, not zeroshot",
+        ),
         (("fewshot", "--trainers", "CoOp", "--partition", "gpu"), {}, "--partition: Slurm options"),
         (
             ("fewshot", "--trainers", "CoOp", "--cluster", "slurm"),

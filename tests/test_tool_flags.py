@@ -84,15 +84,16 @@ def probes(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
         if not action.option_strings or action.nargs == 0:
             continue
         flag = action.option_strings[-1]
+        count = action.nargs if isinstance(action.nargs, int) else 1  # e.g. nargs=2: two values
         if action.type in (int, float) or isinstance(action.type, Bounded):
-            yield [*filled, flag, "not-a-number"], [flag, "not-a-number"]
+            yield [*filled, flag, *["not-a-number"] * count], [flag, "not-a-number"]
         if isinstance(action.type, Bounded) and action.type.out_of_range() is not None:
             bad = action.type.out_of_range()
-            yield [*filled, flag, bad], [flag, bad, action.type.describe()]
+            yield [*filled, flag, *[bad] * count], [flag, bad, action.type.describe()]
         if isinstance(action.type, Bounded) and action.type.kind is float:
-            yield [*filled, flag, "nan"], [flag, "nan", "not finite"]
+            yield [*filled, flag, *["nan"] * count], [flag, "nan", "not finite"]
         if action.choices:
-            yield [*filled, flag, "no-such-choice"], [flag, "no-such-choice"]
+            yield [*filled, flag, *["no-such-choice"] * count], [flag, "no-such-choice"]
 
 
 @pytest.mark.parametrize("path", TOOLS, ids=[f"{p.parent.name}/{p.name}" for p in TOOLS])

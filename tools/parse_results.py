@@ -2,6 +2,7 @@
 
 Usage (from the repository root):
     python tools/parse_results.py OUTPUT_DIR [--csv DIR] [--markdown FILE] [--plot FILE.png]
+        [--plot-lambda FILE.png]
 
 Prints the few-shot, zero-shot, base-to-new, domain generalisation and cross-dataset tables that
 the runs found allow (cells: mean ± std over seeds, "–" where a run is missing); lists
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import _root  # noqa: F401  (the repository root on sys.path)
 
+from experiments.ablation import plot_lambda
 from experiments.results import (
     aggregate,
     build_tables,
@@ -47,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE.png",
         help="write the accuracy-vs-shots figure to this PNG file",
     )
+    parser.add_argument(
+        "--plot-lambda",
+        type=Path,
+        metavar="FILE.png",
+        help="write the accuracy-vs-λ figure of the ablation runs to this PNG file",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -65,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     stats = aggregate(collection.runs)
-    tables = build_tables(stats)
+    try:
+        tables = build_tables(stats)
+    except ValueError as error:  # a published-numbers file without its columns
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print("\n".join(render(table) for table in tables))
     try:
         return write_outputs(args, tables, stats, collection)
@@ -89,6 +101,13 @@ def write_outputs(args: argparse.Namespace, tables, stats, collection) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 1
         print(f"wrote {args.plot}")
+    if args.plot_lambda:
+        try:
+            plot_lambda(stats, args.plot_lambda)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.plot_lambda}")
     return 0
 
 

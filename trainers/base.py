@@ -13,6 +13,8 @@ once, and exact resume are here too.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -30,16 +32,40 @@ from .dassl_compat import (
     load_state_checked,
 )
 from .data_loading import DataLoadingMixin
+from .eval_features import evaluate_with_shared_features, features_as_images
+from .frozen_image import FrozenImageEncoder
 from .precision import Precision
+
+# Within shared_clip_models(): (name, path, fp32 weights) -> the CLIP loaded for them.
+_shared_clip: dict[tuple[str, str, bool], Any] | None = None
+
+
+@contextlib.contextmanager
+def shared_clip_models() -> Iterator[None]:
+    """Within: :func:`load_clip_for` gives every run of this process the CLIP it loaded before
+    for the same backbone and weight dtype (tools/evaluate_many.py: many evaluations, one load).
+    CLIP is frozen, so the runs share it as the student and teacher of one run do."""
+    global _shared_clip
+    previous, _shared_clip = _shared_clip, {}
+    try:
+        yield
+    finally:
+        _shared_clip = previous
 
 
 def load_clip_for(cfg, precision: Precision):
     """CLIP from MODEL.BACKBONE.NAME/PATH in the dtype of the run's precision, checked against
     INPUT.SIZE."""
     print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
-    clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
-    if precision.weights_fp32:
-        clip_model.float()
+    key = (cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH, precision.weights_fp32)
+    if _shared_clip is not None and key in _shared_clip:
+        clip_model = _shared_clip[key]
+    else:
+        clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
+        if precision.weights_fp32:
+            clip_model.float()
+        if _shared_clip is not None:
+            _shared_clip[key] = clip_model
     resolution = clip_model.visual.input_resolution
     if tuple(cfg.INPUT.SIZE) != (resolution, resolution):
         raise ValueError(
@@ -163,11 +189,23 @@ class PromptTrainer(CheckpointMixin, DataLoadingMixin, TrainerX):
             self.precision.scaler.load_state_dict(state["scaler"])
 
     def test(self, split: str | None = None):
-        """Dassl's evaluation, with the prompts' text features computed once instead of per batch.
+        """Dassl's evaluation, with the prompts' text features computed once instead of per batch,
+        and the split's image features read from the shared feature cache (computed once for
+        every method and seed; trainers/eval_features.py) where the image encoder is frozen.
 
         (Under DataParallel each replica encodes them itself, as before.)
         """
         if isinstance(self.model, nn.DataParallel):
             return super().test(split)
+        encoder = getattr(self.model, "image_encoder", None)
         with self.model.fixed_prompts():
-            return super().test(split)
+            if not isinstance(encoder, FrozenImageEncoder):  # image features depend on a prompt
+                return super().test(split)
+
+            def classify(image_features: torch.Tensor) -> torch.Tensor:
+                with features_as_images(self.model):
+                    return self.model(image_features)
+
+            return evaluate_with_shared_features(
+                self, split, encoder, self.precision.weights_fp32, classify, super().test
+            )

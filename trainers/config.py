@@ -28,6 +28,20 @@ COMMON_KEYS = (
         Values(note="a file, checked when the run starts"),
     ),
     ConfigKey(
+        "TEST.SHARED_FEATURES",
+        True,
+        "evaluations read the test images' features from the feature cache, computed once per "
+        "backbone, precision and transform for every method and seed (False: encode per run)",
+        Values(),
+    ),
+    ConfigKey(
+        "TEST.FEATURE_CACHE",
+        "",
+        'folder of the shared test-time features; "" is $PROGRAD_FEATURE_CACHE, else '
+        "$XDG_CACHE_HOME (or ~/.cache)/prograd/clip_features",
+        Values(note="a folder"),
+    ),
+    ConfigKey(
         "MODEL.TEXT_ENCODER",
         "packed",
         'learned prompts\' text encoder: "packed" (fast, exact) or "reference" (CLIP\'s plain one)',

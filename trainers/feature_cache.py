@@ -2,12 +2,16 @@
 
 Linear-probe CLIP needs the image features of a dataset's full train, val and test splits; it
 extracts each split once and every later run (other shots, other seeds) reads them from here.
+The final evaluation of every prompt-tuning run and zero-shot CLIP read their test-time image
+features from here too (trainers/eval_features.py), under the same key rule, so a test split
+is encoded once per backbone, precision and transform for every method and seed.
 
 An entry is one split of one dataset under one setting. Its key holds everything the features
 depend on:
 
 - the backbone: the SHA-256 of the checkpoint file's content (not its name or path);
-- the precision of the encoder (fp16 / fp32 / amp) and the device type it ran on;
+- the precision of the encoder and the device type it ran on: fp16 or fp32 weights without
+  autocast, or amp (fp32 weights under autocast), so only identical computations share an entry;
 - the dataset name and split;
 - the images: every image's path, label, size and modification time (a SHA-256 over the list);
 - the test-time transform, by its full description (resize, interpolation, crop, normalisation);
@@ -38,7 +42,10 @@ FEATURE_FORMAT = 1
 
 
 def default_feature_cache() -> Path:
-    """$XDG_CACHE_HOME/prograd/clip_features, else ~/.cache/prograd/clip_features."""
+    """$PROGRAD_FEATURE_CACHE, else $XDG_CACHE_HOME/prograd/clip_features, else
+    ~/.cache/prograd/clip_features."""
+    if os.environ.get("PROGRAD_FEATURE_CACHE"):
+        return Path(os.environ["PROGRAD_FEATURE_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "prograd" / "clip_features"
 
@@ -130,8 +137,13 @@ class FeatureCache:
         key: FeatureKey,
         items: Sequence,
         extract: Callable[[], torch.Tensor],
+        setting: str = "TRAINER.LINEAR_PROBE.FEATURE_CACHE",
     ) -> SplitFeatures:
-        """The cached features of `items`, or `extract()`'s (N, D) result, stored first."""
+        """The cached features of `items`, or `extract()`'s (N, D) result, stored first.
+
+        `setting` names the config key of the cache folder, for the note when it cannot be
+        written (the run then goes on with the features it computed).
+        """
         cached = self.load(key, items)
         if cached is not None:
             print(
@@ -155,6 +167,6 @@ class FeatureCache:
             print(
                 f"Feature cache: cannot write under {self.root} ({error.strerror or error}); the "
                 f"{key.split} features are kept for this run only. Set "
-                f"TRAINER.LINEAR_PROBE.FEATURE_CACHE to a folder you can write to, to keep them."
+                f"{setting} to a folder you can write to, to keep them."
             )
         return entry

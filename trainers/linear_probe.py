@@ -84,7 +84,8 @@ METHOD = Method(
         ConfigKey(
             "TRAINER.LINEAR_PROBE.FEATURE_CACHE",
             "",
-            'image-feature cache; "" is $XDG_CACHE_HOME (or ~/.cache)/prograd/clip_features',
+            'image-feature cache; "" is $PROGRAD_FEATURE_CACHE, else $XDG_CACHE_HOME (or '
+            "~/.cache)/prograd/clip_features",
             Values(note="a folder"),
         ),
     ),

@@ -35,8 +35,9 @@ METHOD = Method(
         ConfigKey(
             "LOSS.NAME",
             "prograd",
-            'ProGrad trainer: "prograd", or "kd" (the KD trainer)',
-            Values(choices=("prograd", "kd")),
+            'ProGrad trainer: "prograd"; "vertical_grad" (ablation: project at every step, '
+            'conflict or not); or "kd" (the KD trainer)',
+            Values(choices=("prograd", "vertical_grad", "kd")),
         ),
         ConfigKey(
             "LOSS.T",
@@ -59,7 +60,9 @@ METHOD = Method(
         ),
     ),
 )
-LOSS_NAMES = ("prograd", "kd")
+LOSS_NAMES = ("prograd", "vertical_grad", "kd")
+# The paper's "always project" ablation (the first version of the official code's update).
+ALWAYS_PROJECT = "vertical_grad"
 
 
 def check_temperature(cfg) -> None:
@@ -73,7 +76,8 @@ def check_loss_cfg(cfg) -> None:
     if cfg.LOSS.NAME not in LOSS_NAMES:
         raise ValueError(
             f'LOSS.NAME is "{cfg.LOSS.NAME}"; the ProGrad trainer takes "prograd" (the projected '
-            f'gradient) or "kd" (CoOp + knowledge distillation, LOSS.ALPHA and LOSS.T)'
+            f'gradient), "vertical_grad" (the ablation that projects at every step) or "kd" '
+            f"(CoOp + knowledge distillation, LOSS.ALPHA and LOSS.T)"
         )
     if not 0.0 <= cfg.LOSS.LAMBDA <= 1.0:
         raise ValueError(
@@ -125,6 +129,11 @@ class ProGrad(ZeroShotTeacher, CoOp):
     def build_model(self) -> None:
         super().build_model()
         self.diagnostics = GradientDiagnostics()
+        if self.cfg.LOSS.NAME == ALWAYS_PROJECT:
+            print(
+                "LOSS.NAME vertical_grad: the ablation that removes the component of g_ce along "
+                "g_kl at every step, conflict or not"
+            )
 
     def before_epoch(self) -> None:
         self.diagnostics.reset()
@@ -145,6 +154,7 @@ class ProGrad(ZeroShotTeacher, CoOp):
             self.model, image, label, self.precision, self.trainable_params,
             lambda_=self.cfg.LOSS.LAMBDA, temperature=self.cfg.LOSS.T,
             per_tensor=self.cfg.LOSS.PROJECTION == "per_tensor",
+            always=self.cfg.LOSS.NAME == ALWAYS_PROJECT,
         )  # fmt: skip
 
     def after_step(self, step: ProGradStep) -> None:

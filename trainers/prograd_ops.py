@@ -57,9 +57,9 @@ class Projection(NamedTuple):
     """Result of :func:`project_conflicting_gradient`.
 
     gradient: the update direction, fp32, shape of g_ce.
-    conflicted: whether g_ce·g_kl < 0 (the projection was applied).
+    conflicted: whether g_ce·g_kl < 0 (ProGrad's rule projects exactly then).
     cosine: cos(g_ce, g_kl); 0 when either norm is 0.
-    removed_norm: |g_ce − gradient|, the norm the projection took away (0 when not conflicted).
+    removed_norm: |g_ce − gradient|, the norm the projection took away (0 when not projected).
     """
 
     gradient: torch.Tensor
@@ -69,21 +69,26 @@ class Projection(NamedTuple):
 
 
 def project_conflicting_gradient(
-    ce_gradient: torch.Tensor, kl_gradient: torch.Tensor, lambda_: float
+    ce_gradient: torch.Tensor, kl_gradient: torch.Tensor, lambda_: float, always: bool = False
 ) -> Projection:
     """ProGrad's update rule, on flattened gradients.
 
-    g = g_ce − λ · (g_ce·g_kl / |g_kl|²) · g_kl   if g_ce·g_kl < 0,
+    g = g_ce − λ · (g_ce·g_kl / |g_kl|²) · g_kl   if g_ce·g_kl < 0 (or always),
     g = g_ce                                       otherwise.
 
     With λ = 1 a conflicting g_ce loses its whole component along g_kl (g ⟂ g_kl); λ = 0 returns
     g_ce. When |g_kl| = 0 there is no general direction to protect, so g_ce is returned unchanged.
     Non-finite inputs give a non-finite gradient, so a caller's finiteness check skips the step.
 
+    always=True is the paper's "always project" ablation (``LOSS.NAME vertical_grad``, the first
+    version of the official code): the component along g_kl is removed at every step, also when
+    the two directions agree, so with λ = 1 the update is always orthogonal to g_kl.
+
     Args:
         ce_gradient: gradient of the cross-entropy, any shape.
         kl_gradient: gradient of the KL term, same shape.
         lambda_: projection strength λ in [0, 1].
+        always: project whatever the sign of g_ce·g_kl.
     """
     if ce_gradient.shape != kl_gradient.shape:
         raise ValueError(
@@ -100,10 +105,11 @@ def project_conflicting_gradient(
 
     norms = ce_norm * kl_norm_sq.sqrt()
     cosine = (dot / norms).item() if norms > 0 else 0.0
-    if dot >= 0 or kl_norm_sq == 0:
+    if (dot >= 0 and not always) or kl_norm_sq == 0:
         return Projection(g_ce, False, cosine, 0.0)
     removed = (lambda_ * dot / kl_norm_sq) * g_kl
-    return Projection(g_ce - removed, True, cosine, torch.linalg.vector_norm(removed).item())
+    conflicted = bool(dot < 0)
+    return Projection(g_ce - removed, conflicted, cosine, torch.linalg.vector_norm(removed).item())
 
 
 # LOSS.PROJECTION: how ProGrad's rule treats a prompt learner with several parameter tensors.
@@ -130,6 +136,7 @@ def project_parameter_gradients(
     kl_gradients: Sequence[torch.Tensor],
     lambda_: float,
     per_tensor: bool = True,
+    always: bool = False,
 ) -> ParameterProjection:
     """ProGrad's rule over all the trainable tensors of a prompt learner.
 
@@ -146,6 +153,8 @@ def project_parameter_gradients(
         kl_gradients: gradient of the general loss (KL to zero-shot CLIP), same shapes.
         lambda_: projection strength λ in [0, 1].
         per_tensor: project each tensor on its own (True) or the whole vector (False).
+        always: remove the component along g_kl at every step, conflict or not (the
+            ``vertical_grad`` ablation; see :func:`project_conflicting_gradient`).
     """
     if len(ce_gradients) != len(kl_gradients):
         raise ValueError(
@@ -153,11 +162,13 @@ def project_parameter_gradients(
             f"one of each per parameter"
         )
     if not per_tensor:
-        whole = project_conflicting_gradient(flatten(ce_gradients), flatten(kl_gradients), lambda_)
+        whole = project_conflicting_gradient(
+            flatten(ce_gradients), flatten(kl_gradients), lambda_, always
+        )
         gradients = unflatten(whole.gradient, ce_gradients)
         return ParameterProjection(gradients, whole.conflicted, whole.cosine, whole.removed_norm)
     projections = [
-        project_conflicting_gradient(g_ce, g_kl, lambda_)
+        project_conflicting_gradient(g_ce, g_kl, lambda_, always)
         for g_ce, g_kl in zip(ce_gradients, kl_gradients, strict=True)
     ]
     if len(projections) == 1:

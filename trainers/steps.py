@@ -60,6 +60,7 @@ def prograd_gradients(
     lambda_: float,
     temperature: float,
     per_tensor: bool = True,
+    always: bool = False,
 ) -> ProGradStep:
     """ProGrad's gradient: g_ce projected off g_kl where they conflict (:func:`prograd_rule`).
 
@@ -69,7 +70,7 @@ def prograd_gradients(
         student_logits, teacher_logits = model(image, return_teacher=True)
     xe_loss = cross_entropy_loss(student_logits, label)
     kl_loss = kl_to_teacher_loss(student_logits, teacher_logits, temperature)
-    projection = prograd_rule(xe_loss, kl_loss, params, precision, lambda_, per_tensor)
+    projection = prograd_rule(xe_loss, kl_loss, params, precision, lambda_, per_tensor, always)
     return ProGradStep(student_logits, xe_loss, kl_loss, projection, projection.gradients)
 
 
@@ -80,6 +81,7 @@ def prograd_rule(
     precision: Precision,
     lambda_: float,
     per_tensor: bool = True,
+    always: bool = False,
 ) -> ParameterProjection:
     """ProGrad's update for any prompt learner: ∇ domain loss, projected off ∇ general loss.
 
@@ -95,7 +97,8 @@ def prograd_rule(
         lambda_: projection strength λ in [0, 1].
         per_tensor: project each parameter tensor on its own (the official code) or all of them
             as one vector (LOSS.PROJECTION; see `project_parameter_gradients`).
+        always: project at every step, conflict or not (LOSS.NAME vertical_grad, the ablation).
     """
     g_ce = torch.autograd.grad(precision.scale(domain_loss), params, retain_graph=True)
     g_kl = torch.autograd.grad(precision.scale(general_loss), params)
-    return project_parameter_gradients(g_ce, g_kl, lambda_, per_tensor)
+    return project_parameter_gradients(g_ce, g_kl, lambda_, per_tensor, always)

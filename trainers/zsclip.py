@@ -11,6 +11,8 @@ from .base import load_clip_for
 from .clip_prompt import template_for, zero_shot_text_features
 from .coop import check_prompt_cfg
 from .data_loading import DataLoadingMixin
+from .eval_features import evaluate_with_shared_features
+from .frozen_image import FrozenImageEncoder
 from .precision import Precision
 
 METHOD = Method(
@@ -41,9 +43,22 @@ class ZeroshotCLIP(DataLoadingMixin, TrainerX):
             clip_model, self.dm.dataset.classnames, template, self.device
         )
         self.clip_model = clip_model
+        # CLIP's encode_image, computed as every trainer computes it (the features it shares).
+        self.image_encoder = FrozenImageEncoder(clip_model.visual)
+        self.weights_fp32 = precision.weights_fp32
+
+    @torch.no_grad()
+    def classify(self, image_features: torch.Tensor) -> torch.Tensor:
+        """(B, D) image features -> (B, C) logits against the hand-crafted prompts."""
+        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+        return self.clip_model.logit_scale.exp() * image_features @ self.text_features.t()
 
     @torch.no_grad()
     def model_inference(self, image: torch.Tensor) -> torch.Tensor:
-        image_features = self.clip_model.encode_image(image)
-        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
-        return self.clip_model.logit_scale.exp() * image_features @ self.text_features.t()
+        return self.classify(self.image_encoder(image))
+
+    def test(self, split: str | None = None):
+        """Dassl's evaluation on the split's shared image features (trainers/eval_features.py)."""
+        return evaluate_with_shared_features(
+            self, split, self.image_encoder, self.weights_fp32, self.classify, super().test
+        )

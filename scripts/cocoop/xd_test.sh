@@ -7,6 +7,7 @@
 #   DATA=/path/to/datasets bash scripts/cocoop/xd_test.sh DATASET
 #   for d in imagenetv2 imagenet_sketch imagenet_a imagenet_r; do
 #       bash scripts/cocoop/xd_test.sh "$d"; done
+#   bash scripts/cocoop/xd_test.sh all    # every target, every seed, in one process (EVAL_BATCH)
 # Env: the same as xd_train.sh (they locate the model), plus LOADEP = the training epochs (10)
 # Output: $OUTPUT/evaluation/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1_16shots/nctx4/DATASET/seedS
 

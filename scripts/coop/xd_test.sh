@@ -7,6 +7,7 @@
 #   DATA=/path/to/datasets bash scripts/coop/xd_test.sh DATASET
 #   for d in imagenetv2 imagenet_sketch imagenet_a imagenet_r; do
 #       bash scripts/coop/xd_test.sh "$d"; done
+#   bash scripts/coop/xd_test.sh all    # every target, every seed, in one process (EVAL_BATCH)
 # Env: the same as xd_train.sh (they locate the model), plus LOADEP = the training epochs (50)
 # Output: $OUTPUT/evaluation/CoOp/rn50_4shots/nctx16_cscFalse_ctpend/DATASET/seedS
 

@@ -5,6 +5,7 @@
 #
 # Usage (from the repository root):
 #   DATA=/path/to/datasets bash scripts/kd/xd_test.sh DATASET
+#   DATA=/path/to/datasets bash scripts/kd/xd_test.sh all   # every target and seed, one process
 # Env: the same as xd_train.sh (they locate the model), plus LOADEP = the training epochs (50)
 # Output: $OUTPUT/evaluation/KD/rn50_4shots/nctx16_cscFalse_ctpend/DATASET/seedS
 

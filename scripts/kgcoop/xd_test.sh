@@ -5,6 +5,7 @@
 #
 # Usage (from the repository root):
 #   DATA=/path/to/datasets bash scripts/kgcoop/xd_test.sh DATASET
+#   DATA=/path/to/datasets bash scripts/kgcoop/xd_test.sh all   # every target and seed, one process
 # Env: the same as xd_train.sh (they locate the model), plus LOADEP = the training epochs (100)
 # Output: $OUTPUT/evaluation/KgCoOp/vit_b16_ep100_ctxv1_4shots/nctx4_cscFalse_ctpend/DATASET/seedS
 

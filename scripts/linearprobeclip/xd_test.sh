@@ -6,6 +6,7 @@
 #
 # Usage (from the repository root):
 #   DATA=/path/to/datasets bash scripts/linearprobeclip/xd_test.sh DATASET
+#   DATA=/path/to/datasets bash scripts/linearprobeclip/xd_test.sh all   # every target and seed, one process
 # Env: the same as xd_train.sh (they locate the probe)
 # Output: $OUTPUT/evaluation/LinearProbeCLIP/rn50_16shots/default/DATASET/seedS
 
