@@ -90,3 +90,87 @@ def build_clip_with_real_widths(backbone: str, layers: int = 1, seed: int = 0) -
         transformer_heads=widths["text_width"] // 64,
         transformer_layers=layers,
     ).eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# Tiny open_clip models, one per tower kind, in open_clip's hub layout (open_clip_config.json +
+# open_clip_pytorch_model.bin in one folder), loaded by MODEL.BACKBONE.NAME
+# open_clip:tiny-<kind>/random with MODEL.BACKBONE.PATH <folder>/open_clip_pytorch_model.bin.
+
+_TINY_VISION = {
+    "image_size": IMAGE_SIZE,
+    "layers": 2,
+    "width": 64,
+    "patch_size": 16,
+    "head_width": 32,
+}
+_TINY_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}
+# kind -> (what it checks, changes to the text config, changes to the model config)
+TINY_OPEN_CLIP_KINDS: dict[str, tuple[str, dict, dict]] = {
+    "gelu": ("GELU blocks (LAION-2B, DataComp)", {}, {}),
+    "quickgelu": ("QuickGELU blocks (MetaCLIP, DFN)", {}, {"quick_gelu": True}),
+    "gelu_tanh": ("tanh-approximate GELU", {"act_kwargs": {"approximate": "tanh"}}, {}),
+    "layerscale": ("LayerScale in the blocks", {"ls_init_value": 0.5}, {}),
+    "linear_proj": ("projection as a layer with bias", {"proj_bias": True}, {}),
+    "eos_pool": ("pooling at the first end-of-text id", {"pool_type": "eos", "eos_id": 49407}, {}),
+    "bidirectional_last": (
+        "bidirectional attention, last-token pooling, logit bias (SigLIP's text tower)",
+        {"no_causal_mask": True, "pool_type": "last", "proj_bias": True},
+        {"init_logit_bias": -10.0},
+    ),
+    "short_context": ("a context length of 16 (the length checks)", {"context_length": 16}, {}),
+    "first_pool": ("bidirectional attention, first-token pooling", {"no_causal_mask": True,
+                                                                   "pool_type": "first"}, {}),
+}  # fmt: skip
+OPEN_CLIP_WEIGHTS_FILE = "open_clip_pytorch_model.bin"
+
+
+def tiny_open_clip_config(kind: str) -> dict:
+    """The open_clip model config of a tiny model of `kind` (TINY_OPEN_CLIP_KINDS, or "openai":
+    the layout of tiny OpenAI ViT weights, QuickGELU, one head of 64)."""
+    if kind == "openai":
+        vision = {**_TINY_VISION, "head_width": 64}
+        text = {**_TINY_TEXT, "heads": 1}
+        return {"embed_dim": 32, "quick_gelu": True, "vision_cfg": vision, "text_cfg": text}
+    if kind not in TINY_OPEN_CLIP_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(TINY_OPEN_CLIP_KINDS)} or openai")
+    _, text_changes, model_changes = TINY_OPEN_CLIP_KINDS[kind]
+    return {
+        "embed_dim": 32,
+        "vision_cfg": dict(_TINY_VISION),
+        "text_cfg": {**_TINY_TEXT, **text_changes},
+        **model_changes,
+    }
+
+
+def tiny_open_clip_name(kind: str, tag: str = "random") -> str:
+    """MODEL.BACKBONE.NAME of a tiny open_clip model."""
+    return f"open_clip:tiny-{kind}/{tag}"
+
+
+def write_tiny_open_clip(folder: Path, kind: str = "gelu", seed: int = 0) -> Path:
+    """Write a tiny random open_clip model of `kind` in open_clip's hub layout; return its weights
+    file (MODEL.BACKBONE.PATH). Built by open_clip's own classes from the config."""
+    import json
+
+    import open_clip
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = tiny_open_clip_config(kind)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}, indent=1))
+    if kind == "openai":  # OpenAI's own format: a tiny clip.model.CLIP's state dict
+        state = build_tiny_clip("ViT", seed).state_dict()
+    else:
+        torch.manual_seed(seed)
+        model = open_clip.CLIP(**config)
+        with torch.no_grad():  # non-trivial LayerNorms and biases (open_clip initialises 1 / 0)
+            for name, parameter in model.named_parameters():
+                if name.endswith(("ln_1.weight", "ln_2.weight", "ln_final.weight")):
+                    parameter.add_(0.1 * torch.randn_like(parameter))
+                elif name.endswith("bias"):
+                    parameter.add_(0.02 * torch.randn_like(parameter))
+        state = model.state_dict()
+    file = folder / OPEN_CLIP_WEIGHTS_FILE
+    torch.save(state, file)
+    return file

@@ -28,3 +28,14 @@ def tinyworld_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tinyworld_data")
     ensure_tinyworld(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_open_clip_files(tmp_path_factory) -> dict[str, Path]:
+    """{kind: weights file} of tiny open_clip models of every tower kind (and "openai": tiny
+    OpenAI weights with open_clip's config), written once."""
+    from devkit.tiny_clip import TINY_OPEN_CLIP_KINDS, write_tiny_open_clip
+
+    folder = tmp_path_factory.mktemp("open_clip")
+    kinds = [*TINY_OPEN_CLIP_KINDS, "openai"]
+    return {kind: write_tiny_open_clip(folder / kind, kind) for kind in kinds}

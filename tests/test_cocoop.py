@@ -337,7 +337,7 @@ def test_cocoop_trains_and_evaluates_on_cuda(
 @pytest.mark.parametrize(
     ("trainer_name", "opts", "message"),
     [
-        ("CoCoOp", ["TRAINER.COCOOP.PREC", "bf16"], 'TRAINER.COCOOP.PREC is "bf16"; use one of'),
+        ("CoCoOp", ["TRAINER.COCOOP.PREC", "fp8"], 'TRAINER.COCOOP.PREC is "fp8"; use one of'),
         ("CoCoOp", ["TRAINER.COCOOP.N_CTX", "0"], "TRAINER.COCOOP.N_CTX is 0; use an integer"),
         ("CoCoOp", ["CTX_INIT: True"], "TRAINER.COCOOP.CTX_INIT is True; give the words"),
         ("CoCoOp", ["CTX_INIT: 4"], "TRAINER.COCOOP.CTX_INIT is 4; give the words"),

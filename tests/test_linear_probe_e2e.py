@@ -170,7 +170,7 @@ def test_a_probe_cannot_evaluate_classes_it_was_not_trained_on(
         (["TRAINER.LINEAR_PROBE.VALIDATION", "test"], 'VALIDATION is "test"; use "val"'),
         (["TRAINER.LINEAR_PROBE.SEARCH_STEPS", "-1"], "SEARCH_STEPS is -1; use an integer >= 0"),
         (["TRAINER.LINEAR_PROBE.MAX_ITER", "0"], "MAX_ITER is 0; use an integer >= 1"),
-        (["TRAINER.COOP.PREC", "bf16"], "TRAINER.COOP.PREC must be one of"),
+        (["TRAINER.COOP.PREC", "fp8"], "TRAINER.COOP.PREC must be one of"),
     ],
 )
 def test_bad_linear_probe_values_are_refused_with_the_key(

@@ -21,7 +21,7 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_optimizer
 from torch import nn
 
-from .clip_prompt import load_clip
+from .backbone import image_tower, load_backbone
 from .dassl_compat import (
     CheckpointMixin,
     build_lr_scheduler,
@@ -34,13 +34,12 @@ from .precision import Precision
 
 
 def load_clip_for(cfg, precision: Precision):
-    """CLIP from MODEL.BACKBONE.NAME/PATH in the dtype of the run's precision, checked against
-    INPUT.SIZE."""
+    """CLIP from MODEL.BACKBONE.NAME/PATH (through the backbone seam) in the dtype of the run's
+    precision, checked against INPUT.SIZE."""
     print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
-    clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
-    if precision.weights_fp32:
-        clip_model.float()
-    resolution = clip_model.visual.input_resolution
+    clip_model = load_backbone(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
+    precision.cast_weights(clip_model)
+    resolution = image_tower(clip_model).resolution
     if tuple(cfg.INPUT.SIZE) != (resolution, resolution):
         raise ValueError(
             f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but the CLIP backbone "

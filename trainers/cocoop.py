@@ -28,7 +28,11 @@ METHOD = Method(
             None,
             'initialization words (N_CTX then ignored); ""/None: random',
         ),
-        ConfigKey("TRAINER.COCOOP.PREC", "fp16", "fp16, fp32 or amp"),
+        ConfigKey(
+            "TRAINER.COCOOP.PREC",
+            "fp16",
+            "fp16, fp32, amp, bf16, amp_fp16 or amp_bf16 (docs/backbones.md)",
+        ),
     ),
 )
 CONTEXT_LENGTH = 77  # CLIP's text positions: [SOS] context class-name "." [EOS] must fit

@@ -36,7 +36,11 @@ METHOD = Method(
             'None/False/"": random context; words: CoOp\'s init (N_CTX ignored); True: the '
             "dataset's hand-crafted template, as the official ProGrad configs",
         ),
-        ConfigKey("TRAINER.COOP.PREC", "fp16", "fp16, fp32 or amp"),
+        ConfigKey(
+            "TRAINER.COOP.PREC",
+            "fp16",
+            "fp16, fp32, amp, bf16, amp_fp16 or amp_bf16 (docs/backbones.md)",
+        ),
         ConfigKey("TRAINER.COOP.CLASS_TOKEN_POSITION", "end", "end, middle or front"),
     ),
 )

@@ -16,6 +16,8 @@ VisionTransformer (ViT-B/16, ...):
     nn.MultiheadAttention's sequence-first path and its layout copies), QuickGELU and the residual
     sums in place, and in the last block only the class token's query, attention output and MLP,
     since the encoder's output is read at the class token alone.
+Any other tower (open_clip's VisionTransformer and ModifiedResNet, timm trunks such as EVA02 and
+SigLIP's): the tower's own forward, under `torch.inference_mode` (exact by construction).
 
 Shape glossary:
     B      images in a batch
@@ -44,15 +46,17 @@ class FrozenImageEncoder(nn.Module):
         """Wrap a CLIP image encoder, sharing its parameters (no copy).
 
         Args:
-            visual: `clip_model.visual`, a `clip.model.ModifiedResNet` or `VisionTransformer`.
+            visual: `clip_model.visual`: OpenAI's `ModifiedResNet` or `VisionTransformer` (the
+                fused paths), or any other image tower (its own forward).
         """
         super().__init__()
-        if not isinstance(visual, (ModifiedResNet, VisionTransformer)):
+        if not isinstance(visual, nn.Module) or next(visual.parameters(), None) is None:
             raise ValueError(
-                f"FrozenImageEncoder takes CLIP's ModifiedResNet or VisionTransformer "
-                f"(clip_model.visual), got {type(visual).__name__}"
+                f"FrozenImageEncoder takes a CLIP image tower (clip_model.visual), got "
+                f"{type(visual).__name__}"
             )
         self.visual = visual.eval()
+        self.fused = isinstance(visual, (ModifiedResNet, VisionTransformer))
 
     def train(self, mode: bool = True) -> FrozenImageEncoder:
         """Stay in eval mode: a frozen encoder never uses batch statistics."""
@@ -61,7 +65,9 @@ class FrozenImageEncoder(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         """The dtype of the encoder's weights (CLIP's dtype)."""
-        return self.visual.conv1.weight.dtype
+        if self.fused:
+            return self.visual.conv1.weight.dtype
+        return next(self.visual.parameters()).dtype
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Image features, equal to `visual(image)` up to floating-point rounding.
@@ -77,8 +83,10 @@ class FrozenImageEncoder(nn.Module):
             image = image.type(self.dtype)
             if isinstance(self.visual, ModifiedResNet):
                 features = _resnet_forward(self.visual, image)
-            else:
+            elif isinstance(self.visual, VisionTransformer):
                 features = _vit_forward(self.visual, image)
+            else:
+                features = self.visual(image)
         # Inference tensors cannot be saved for backward (the logits' matmul saves its inputs);
         # a clone made outside inference mode is an ordinary tensor. (B, D) costs nothing.
         return features.clone()

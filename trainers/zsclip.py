@@ -7,6 +7,7 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 
 from experiments.declarations import Defaults, Method
 
+from .backbone import image_tower, logit_bias_of
 from .base import load_clip_for
 from .clip_prompt import template_for, zero_shot_text_features
 from .coop import check_prompt_cfg
@@ -44,6 +45,10 @@ class ZeroshotCLIP(DataLoadingMixin, TrainerX):
 
     @torch.no_grad()
     def model_inference(self, image: torch.Tensor) -> torch.Tensor:
+        # OpenAI's encode_image casts the image to its dtype; open_clip's leaves that to us.
+        image = image.type(image_tower(self.clip_model).dtype)
         image_features = self.clip_model.encode_image(image)
         image_features = image_features / image_features.norm(dim=-1, keepdim=True)
-        return self.clip_model.logit_scale.exp() * image_features @ self.text_features.t()
+        logits = self.clip_model.logit_scale.exp() * image_features @ self.text_features.t()
+        bias = logit_bias_of(self.clip_model)  # SigLIP's
+        return logits if bias is None else logits + bias

@@ -1,0 +1,179 @@
+"""open_clip backbones through the seam (trainers/backbone.py): tiny models of every tower kind,
+our text/image features and zero-shot logits against open_clip's own, and the refusals."""
+
+import functools
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+from open_clip.tokenizer import SimpleTokenizer
+
+from devkit.tiny_clip import CLASSNAMES, IMAGE_SIZE, TINY_OPEN_CLIP_KINDS, tiny_open_clip_name
+from trainers.backbone import (
+    image_tower,
+    load_backbone,
+    parse_backbone_name,
+    text_tower,
+    tokenizer_for,
+)
+from trainers.clip_prompt import (
+    CustomCLIP,
+    PromptLearner,
+    ReferenceTextEncoder,
+    TextEncoder,
+    build_text_encoder,
+    zero_shot_text_features,
+)
+from trainers.frozen_image import FrozenImageEncoder
+
+TEMPLATE = "a photo of a {}."
+KINDS = [kind for kind in TINY_OPEN_CLIP_KINDS if kind != "short_context"]
+PACKED_KINDS = {"gelu", "quickgelu", "gelu_tanh", "layerscale", "linear_proj", "eos_pool"}
+
+
+def load(files: dict[str, Path], kind: str) -> torch.nn.Module:
+    return load_backbone(tiny_open_clip_name(kind), str(files[kind]))
+
+
+@functools.cache
+def open_clip_tokenizer(context_length: int) -> SimpleTokenizer:
+    return SimpleTokenizer(context_length=context_length)
+
+
+def open_clip_text_features(model, prompts: list[str], context_length: int = 77) -> torch.Tensor:
+    """open_clip's own encode_text of its own tokenizer's ids, L2-normalised."""
+    tokens = open_clip_tokenizer(context_length)(prompts)
+    with torch.no_grad():
+        return model.encode_text(tokens, normalize=True)
+
+
+def images(seed: int = 0) -> torch.Tensor:
+    return torch.randn(3, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_zero_shot_text_features_equal_open_clips_encode_text(tiny_open_clip_files, kind):
+    """Every text tower kind: the zero-shot classifier equals open_clip's encode_text."""
+    model = load(tiny_open_clip_files, kind)
+    prompts = [TEMPLATE.format(name.replace("_", " ")) for name in CLASSNAMES]
+    ours = zero_shot_text_features(model, CLASSNAMES, TEMPLATE)
+    torch.testing.assert_close(ours, open_clip_text_features(model, prompts), atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_learned_prompt_initialised_from_the_template_equals_encode_text(
+    tiny_open_clip_files, kind
+):
+    """A prompt learner whose context is "a photo of a" gives open_clip's features of the
+    hand-crafted prompt, through the run's text encoder (packed where exact)."""
+    model = load(tiny_open_clip_files, kind)
+    learner = PromptLearner(model, CLASSNAMES, n_ctx=4, init_words="a photo of a")
+    custom = CustomCLIP(model, learner)
+    expected_encoder = TextEncoder if kind in PACKED_KINDS else ReferenceTextEncoder
+    assert type(custom.text_encoder) is expected_encoder
+    with torch.no_grad():
+        ours = custom.text_features()
+    prompts = [TEMPLATE.format(name.replace("_", " ")) for name in CLASSNAMES]
+    torch.testing.assert_close(ours, open_clip_text_features(model, prompts), atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["gelu", "bidirectional_last"])
+def test_image_features_and_zero_shot_logits_equal_open_clips(tiny_open_clip_files, kind):
+    """Image features equal encode_image; logits (scale, and SigLIP's bias) equal get_logits."""
+    model = load(tiny_open_clip_files, kind)
+    image = images()
+    with torch.no_grad():
+        expected_features = model.encode_image(image)
+        prompts = [TEMPLATE.format(name.replace("_", " ")) for name in CLASSNAMES]
+        expected_logits, _ = model.get_logits(image, open_clip_tokenizer(77)(prompts))
+    torch.testing.assert_close(FrozenImageEncoder(model.visual)(image), expected_features)
+    learner = PromptLearner(model, CLASSNAMES, n_ctx=4, init_words="a photo of a")
+    with torch.no_grad():
+        logits = CustomCLIP(model, learner)(image)
+    torch.testing.assert_close(logits, expected_logits, atol=1e-4, rtol=1e-5)
+    assert (model.logit_bias is not None) == (kind == "bidirectional_last")
+
+
+def test_gelu_model_is_not_computed_with_quickgelu(tiny_open_clip_files):
+    """The trap: a GELU tower gives open_clip's GELU features, which differ from QuickGELU's
+    computation of the same weights (so computing it as QuickGELU would be wrong, silently)."""
+    gelu = load(tiny_open_clip_files, "gelu")
+    quick = open_clip.CLIP(**{**open_clip_config(tiny_open_clip_files["gelu"]), "quick_gelu": True})
+    quick.load_state_dict(gelu.state_dict())
+    quick.eval()
+    prompts = [TEMPLATE.format(name.replace("_", " ")) for name in CLASSNAMES]
+    ours = zero_shot_text_features(gelu, CLASSNAMES, TEMPLATE)
+    torch.testing.assert_close(ours, open_clip_text_features(gelu, prompts), atol=2e-6, rtol=0)
+    assert (ours - open_clip_text_features(quick, prompts)).abs().max() > 1e-3
+
+
+def open_clip_config(weights: Path) -> dict:
+    import json
+
+    return json.loads((weights.parent / "open_clip_config.json").read_text())["model_cfg"]
+
+
+def test_openai_weights_through_open_clip_equal_through_clip(tiny_open_clip_files):
+    """Tiny OpenAI weights loaded as open_clip:.../openai give clip's text and image features."""
+    file = str(tiny_open_clip_files["openai"])
+    through_clip = load_backbone("ViT-B/16", file).float()
+    through_open_clip = load_backbone("open_clip:tiny-openai/openai", file)
+    assert type(through_open_clip).__module__.startswith("open_clip")
+    texts = [
+        zero_shot_text_features(m, CLASSNAMES, TEMPLATE) for m in (through_clip, through_open_clip)
+    ]
+    torch.testing.assert_close(texts[0], texts[1], atol=2e-6, rtol=0)
+    image = images()
+    features = [FrozenImageEncoder(m.visual)(image) for m in (through_clip, through_open_clip)]
+    torch.testing.assert_close(features[0], features[1], atol=1e-5, rtol=1e-5)
+
+
+def test_towers_expose_their_blocks_for_deep_prompts(tiny_open_clip_files, tiny_clip_files):
+    """TextTower/ImageTower give a deep-prompt learner each tower's blocks, whatever built it."""
+    for model in (
+        load(tiny_open_clip_files, "gelu"),
+        load_backbone("ViT-B/16", str(tiny_clip_files["ViT"])),
+    ):
+        assert len(text_tower(model).blocks) == 2
+        assert len(image_tower(model).blocks) == 2
+        assert image_tower(model).resolution == IMAGE_SIZE
+
+
+def test_packed_encoder_is_used_only_where_exact(tiny_open_clip_files):
+    """Bidirectional attention or last/first-token pooling: the tower's own computation."""
+    for kind in KINDS:
+        encoder = build_text_encoder(load(tiny_open_clip_files, kind), "packed", quiet=True)
+        assert isinstance(encoder, TextEncoder) == (kind in PACKED_KINDS), kind
+    with pytest.raises(ValueError, match="bidirectional"):
+        TextEncoder(load(tiny_open_clip_files, "bidirectional_last"))
+
+
+def test_malformed_or_unknown_open_clip_names_are_refused(tmp_path):
+    """A name without /TAG, an unknown arch, an unknown tag: ValueErrors saying what is known."""
+    with pytest.raises(ValueError, match="open_clip:ARCH/PRETRAINED_TAG"):
+        parse_backbone_name("open_clip:ViT-B-16")
+    with pytest.raises(ValueError, match='no model config "NoSuchArch".*open_clip_config.json'):
+        load_backbone("open_clip:NoSuchArch/x")
+    with pytest.raises(ValueError, match='no pretrained weights "nosuchtag".*laion2b_s34b_b88k'):
+        load_backbone("open_clip:ViT-B-16/nosuchtag")
+
+
+def test_missing_open_clip_weights_name_where_they_were_looked_for(tmp_path, monkeypatch):
+    """Weights neither at PATH nor in open_clip's cache: FileNotFoundError naming the places."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(
+        FileNotFoundError, match="not on this machine.*models--laion--CLIP-ViT-B-16"
+    ):
+        load_backbone("open_clip:ViT-B-16/laion2b_s34b_b88k")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_backbone("open_clip:ViT-B-16/laion2b_s34b_b88k", str(tmp_path / "missing.bin"))
+
+
+def test_open_clip_tokenizer_has_the_models_context_length(tiny_open_clip_files):
+    """The tokenizer of a model reads its context length from the model's config."""
+    tokenizer = tokenizer_for(
+        tiny_open_clip_name("short_context"), str(tiny_open_clip_files["short_context"])
+    )
+    assert tokenizer.context_length == 16
+    assert tokenizer(["a dog."]).shape == (1, 16)
