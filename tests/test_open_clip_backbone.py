@@ -177,3 +177,57 @@ def test_open_clip_tokenizer_has_the_models_context_length(tiny_open_clip_files)
     )
     assert tokenizer.context_length == 16
     assert tokenizer(["a dog."]).shape == (1, 16)
+
+
+def test_open_clip_runs_never_share_openais_table():
+    """A run of open_clip's ViT-B-16 with OpenAI's config name gets its own table backbone."""
+    from experiments.run_record import Backbone, RunRecord, table_backbone
+
+    def made(name: str) -> RunRecord:
+        return RunRecord(
+            method="ProGrad", trainer="ProGrad", backbone=Backbone(name), dataset="caltech101",
+            subset="all", shots=16, seed=1, protocol="fewshot", config="vit_b16",
+            config_digest="0" * 64, code_version="unknown", status="finished", accuracy=91.25,
+            started="2024-01-01T10:00:00+00:00", finished="2024-01-01T11:00:00+00:00",
+        )  # fmt: skip
+
+    laion = "open_clip:ViT-B-16/laion2b_s34b_b88k"
+    assert table_backbone(made("ViT-B/16")) == "vit_b16"
+    assert table_backbone(made(laion)) == f"vit_b16 [{laion}]"
+
+
+def test_open_clip_feature_cache_key_tells_gelu_from_quickgelu_on_one_file():
+    """One weights file loaded as two architectures gives two feature-cache keys; OpenAI's key
+    stays the file's hash (existing caches stay valid)."""
+    from trainers.backbone import backbone_fingerprint
+
+    digest = "ab" * 32
+    keys = {backbone_fingerprint(name, digest) for name in
+            ("open_clip:ViT-B-16/x", "open_clip:ViT-B-16-quickgelu/x", "ViT-B/16")}  # fmt: skip
+    assert len(keys) == 3 and digest in keys
+
+
+def test_too_long_class_name_names_the_text_its_count_and_the_limit(tiny_open_clip_files):
+    """A class name that does not fit the model's 16 positions: a ValueError, not a traceback
+    from the tokenizer, naming the (shortened) prompt, its tokens, the limit and the fix."""
+    model = load(tiny_open_clip_files, "short_context")
+    long_name = "great crested grebe bird of the northern lakes and rivers"
+    with pytest.raises(
+        ValueError,
+        match=r'the text "X X X X great crested.*" has 1\d tokens .* more than the 16 '
+        r".*shorten the class name",
+    ):
+        PromptLearner(model, ["dog", long_name], n_ctx=4)
+
+
+def test_too_long_context_words_and_templates_are_refused(tiny_open_clip_files):
+    """CTX_INIT words and hand-crafted templates are checked against the context length too."""
+    model = load(tiny_open_clip_files, "short_context")
+    words = "a photo of a " * 5
+    with pytest.raises(ValueError, match=r"has 2\d tokens .*16.*fewer context words \(TRAINER"):
+        PromptLearner(model, ["dog"], n_ctx=25, init_words=words)
+    with pytest.raises(
+        ValueError, match=r"has 1\d tokens .*16 .*shorten the class name .*template"
+    ):
+        template = "a blurry low resolution photo of the big and the small {} in a field."
+        zero_shot_text_features(model, ["dog"], template)

@@ -21,7 +21,7 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_optimizer
 from torch import nn
 
-from .backbone import image_tower, load_backbone
+from .backbone import Tokenizer, image_tower, load_backbone, tokenizer_for
 from .dassl_compat import (
     CheckpointMixin,
     build_lr_scheduler,
@@ -65,6 +65,10 @@ class PromptTrainer(CheckpointMixin, DataLoadingMixin, TrainerX):
     def build_custom_clip(self, clip_model, classnames: list[str]) -> nn.Module:
         """CLIP + the method's prompt learner (a ``prompt_learner`` attribute)."""
         raise NotImplementedError
+
+    def check_texts(self, tokenizer: Tokenizer, classnames: list[str]) -> None:
+        """Raise a ValueError if a text the method will tokenize (prompts, templates, context
+        words) is longer than the model's context length; called before CLIP is loaded."""
 
     def gradients(self, image: torch.Tensor, label: torch.Tensor) -> Any:
         """One step's gradients: a step tuple with ``logits``, ``gradients`` and its losses
@@ -115,6 +119,9 @@ class PromptTrainer(CheckpointMixin, DataLoadingMixin, TrainerX):
         cfg = self.cfg
         classnames = self.dm.dataset.classnames
         self.precision = Precision(self.precision_mode(), self.device)
+        self.check_texts(
+            tokenizer_for(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH), classnames
+        )
         # On the training device from the start: the teacher's text features of 1000 classes are
         # then computed there too.
         clip_model = load_clip_for(cfg, self.precision).to(self.device)

@@ -7,9 +7,9 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 
 from experiments.declarations import Defaults, Method
 
-from .backbone import image_tower, logit_bias_of
+from .backbone import image_tower, logit_bias_of, tokenizer_for
 from .base import load_clip_for
-from .clip_prompt import template_for, zero_shot_text_features
+from .clip_prompt import TEMPLATE_FIX, template_for, template_prompts, zero_shot_text_features
 from .coop import check_prompt_cfg
 from .data_loading import DataLoadingMixin
 from .precision import Precision
@@ -35,8 +35,10 @@ class ZeroshotCLIP(DataLoadingMixin, TrainerX):
     def build_model(self) -> None:
         cfg = self.cfg
         precision = Precision(cfg.TRAINER.COOP.PREC, self.device)
-        clip_model = load_clip_for(cfg, precision).to(self.device)
         template = template_for(cfg.DATASET.NAME)
+        tokenizer = tokenizer_for(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
+        tokenizer.check(template_prompts(template, self.dm.dataset.classnames), TEMPLATE_FIX)
+        clip_model = load_clip_for(cfg, precision).to(self.device)
         print(f'Zero-shot prompt: "{template}"')
         self.text_features = zero_shot_text_features(
             clip_model, self.dm.dataset.classnames, template, self.device
