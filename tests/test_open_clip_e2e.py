@@ -110,3 +110,31 @@ def test_too_long_context_words_are_refused_before_the_backbone_is_loaded(
             tiny_open_clip_name("short_context"), "TRAINER.COOP.CTX_INIT", words,
         )  # fmt: skip
     assert "Loading CLIP" not in capsys.readouterr().out
+
+
+PRECISION_CASES = [
+    ("bf16", torch.bfloat16, "cpu"),
+    ("amp_bf16", torch.float32, "cpu"),
+    ("amp_fp16", torch.float32, "cuda"),
+    ("bf16", torch.bfloat16, "cuda"),
+]
+
+
+@pytest.mark.parametrize(("precision", "ctx_dtype", "device"), PRECISION_CASES)
+def test_prograd_trains_on_open_clip_in_bf16_and_amp(
+    monkeypatch, tmp_path, capsys, data_root, tiny_open_clip_files, precision, ctx_dtype, device
+):
+    """PREC bf16 (weights and compute) and amp_bf16 / amp_fp16 (fp32 weights, autocast): ProGrad
+    on open_clip GELU trains with finite losses, the prompt in the expected dtype."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    built = build(
+        monkeypatch, "ProGrad", PROGRAD_YAML, tmp_path, data_root, tiny_open_clip_files["gelu"],
+        "MODEL.BACKBONE.NAME", GELU, "TRAINER.COOP.PREC", precision,
+        "USE_CUDA", str(device == "cuda"), epochs=1,
+    )  # fmt: skip
+    capsys.readouterr()
+    built.train()
+    out = capsys.readouterr().out
+    assert built.model.prompt_learner.ctx.dtype == ctx_dtype
+    assert "Skipped a step" not in out and 0 <= accuracy(out) <= 100
