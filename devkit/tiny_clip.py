@@ -126,14 +126,25 @@ OPEN_CLIP_WEIGHTS_FILE = "open_clip_pytorch_model.bin"
 
 
 def tiny_open_clip_config(kind: str) -> dict:
-    """The open_clip model config of a tiny model of `kind` (TINY_OPEN_CLIP_KINDS, or "openai":
-    the layout of tiny OpenAI ViT weights, QuickGELU, one head of 64)."""
+    """The open_clip model config of a tiny model of `kind` (TINY_OPEN_CLIP_KINDS; "openai": the
+    layout of tiny OpenAI ViT weights, QuickGELU, one head of 64; "eva02": a timm EVA02 vision
+    tower, see register_tiny_timm_towers)."""
+    if kind == "eva02":  # EVA02-CLIP's layout: a timm vision tower, CLIP's GELU text tower
+        vision = {
+            "image_size": IMAGE_SIZE,
+            "timm_model_name": TINY_TIMM_EVA02,
+            "timm_model_pretrained": False,
+            "timm_pool": "token",
+            "timm_proj": None,
+        }
+        text = dict(_TINY_TEXT)
+        return {"embed_dim": 32, "vision_cfg": vision, "text_cfg": text, "custom_text": True}
     if kind == "openai":
         vision = {**_TINY_VISION, "head_width": 64}
         text = {**_TINY_TEXT, "heads": 1}
         return {"embed_dim": 32, "quick_gelu": True, "vision_cfg": vision, "text_cfg": text}
     if kind not in TINY_OPEN_CLIP_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(TINY_OPEN_CLIP_KINDS)} or openai")
+        raise ValueError(f"kind must be one of {', '.join(TINY_OPEN_CLIP_KINDS)}, openai, eva02")
     _, text_changes, model_changes = TINY_OPEN_CLIP_KINDS[kind]
     return {
         "embed_dim": 32,
@@ -163,7 +174,13 @@ def write_tiny_open_clip(folder: Path, kind: str = "gelu", seed: int = 0) -> Pat
         state = build_tiny_clip("ViT", seed).state_dict()
     else:
         torch.manual_seed(seed)
-        model = open_clip.CLIP(**config)
+        if kind == "eva02":
+            register_tiny_timm_towers()
+            model = open_clip.CustomTextCLIP(
+                **{k: v for k, v in config.items() if k != "custom_text"}
+            )
+        else:
+            model = open_clip.CLIP(**config)
         with torch.no_grad():  # non-trivial LayerNorms and biases (open_clip initialises 1 / 0)
             for name, parameter in model.named_parameters():
                 if name.endswith(("ln_1.weight", "ln_2.weight", "ln_final.weight")):
@@ -174,3 +191,30 @@ def write_tiny_open_clip(folder: Path, kind: str = "gelu", seed: int = 0) -> Pat
     file = folder / OPEN_CLIP_WEIGHTS_FILE
     torch.save(state, file)
     return file
+
+
+# A tiny EVA02 vision tower (timm's Eva class, EVA02-CLIP's options: SwiGLU MLP, rotary position
+# embedding, sub-LayerNorms), registered with timm under this name on import of this function's
+# caller: open_clip builds timm towers by name.
+TINY_TIMM_EVA02 = "eva02_tiny_test_patch16_clip_32"
+
+
+def register_tiny_timm_towers() -> None:
+    """Register TINY_TIMM_EVA02 with timm (once per process)."""
+    import timm
+    from timm.models import register_model
+    from timm.models.eva import Eva
+
+    if timm.is_model(TINY_TIMM_EVA02):
+        return
+
+    def eva02_tiny_test_patch16_clip_32(pretrained: bool = False, **kwargs) -> Eva:
+        for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+            kwargs.pop(key, None)
+        return Eva(
+            img_size=IMAGE_SIZE, patch_size=16, embed_dim=64, depth=2, num_heads=2,
+            qkv_fused=False, mlp_ratio=4 * 2 / 3, swiglu_mlp=True, scale_mlp=True,
+            scale_attn_inner=True, use_rot_pos_emb=True, ref_feat_shape=(2, 2), **kwargs,
+        )  # fmt: skip
+
+    register_model(eva02_tiny_test_patch16_clip_32)

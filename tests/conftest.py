@@ -32,10 +32,11 @@ def tinyworld_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_open_clip_files(tmp_path_factory) -> dict[str, Path]:
-    """{kind: weights file} of tiny open_clip models of every tower kind (and "openai": tiny
-    OpenAI weights with open_clip's config), written once."""
+    """{kind: weights file} of tiny open_clip models of every tower kind ("openai": tiny OpenAI
+    weights with open_clip's config; "eva02": a timm EVA02 tower, registered with timm in this
+    process), written once."""
     from devkit.tiny_clip import TINY_OPEN_CLIP_KINDS, write_tiny_open_clip
 
     folder = tmp_path_factory.mktemp("open_clip")
-    kinds = [*TINY_OPEN_CLIP_KINDS, "openai"]
+    kinds = [*TINY_OPEN_CLIP_KINDS, "openai", "eva02"]  # eva02 registers its timm tower
     return {kind: write_tiny_open_clip(folder / kind, kind) for kind in kinds}

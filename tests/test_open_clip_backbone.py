@@ -28,8 +28,8 @@ from trainers.clip_prompt import (
 from trainers.frozen_image import FrozenImageEncoder
 
 TEMPLATE = "a photo of a {}."
-KINDS = [kind for kind in TINY_OPEN_CLIP_KINDS if kind != "short_context"]
-PACKED_KINDS = {"gelu", "quickgelu", "gelu_tanh", "layerscale", "linear_proj", "eos_pool"}
+KINDS = [*(kind for kind in TINY_OPEN_CLIP_KINDS if kind != "short_context"), "eva02"]
+PACKED_KINDS = {"gelu", "quickgelu", "gelu_tanh", "layerscale", "linear_proj", "eos_pool", "eva02"}
 
 
 def load(files: dict[str, Path], kind: str) -> torch.nn.Module:
@@ -78,7 +78,7 @@ def test_learned_prompt_initialised_from_the_template_equals_encode_text(
     torch.testing.assert_close(ours, open_clip_text_features(model, prompts), atol=2e-6, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["gelu", "bidirectional_last"])
+@pytest.mark.parametrize("kind", ["gelu", "bidirectional_last", "eva02"])
 def test_image_features_and_zero_shot_logits_equal_open_clips(tiny_open_clip_files, kind):
     """Image features equal encode_image; logits (scale, and SigLIP's bias) equal get_logits."""
     model = load(tiny_open_clip_files, kind)

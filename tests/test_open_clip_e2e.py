@@ -24,13 +24,16 @@ def data_root(tmp_path_factory) -> Path:
     return write_caltech101(tmp_path_factory.mktemp("data"), num_classes=3, images_per_class=6)
 
 
-def test_prograd_on_a_gelu_open_clip_model_resumes_exactly_and_evaluates_again(
-    monkeypatch, tmp_path, capsys, data_root, tiny_open_clip_files
+@pytest.mark.parametrize("kind", ["gelu", "eva02"])
+def test_prograd_on_open_clip_resumes_exactly_and_evaluates_again(
+    monkeypatch, tmp_path, capsys, data_root, tiny_open_clip_files, kind
 ):
-    """ProGrad on open_clip GELU: only the prompt changes; a run killed in epoch 2 resumes to
-    the same prompt; train.py --eval-only of the checkpoint logs the same accuracy."""
-    weights = tiny_open_clip_files["gelu"]
-    opts = ("MODEL.BACKBONE.NAME", GELU, "OPTIM.WARMUP_EPOCH", "1", "OPTIM.LR", "0.05")
+    """ProGrad on open_clip GELU and on a timm (EVA02) tower: only the prompt changes; a run
+    killed in epoch 2 resumes to the same prompt; --eval-only of the checkpoint logs the same
+    accuracy."""
+    weights = tiny_open_clip_files[kind]
+    name = tiny_open_clip_name(kind)
+    opts = ("MODEL.BACKBONE.NAME", name, "OPTIM.WARMUP_EPOCH", "1", "OPTIM.LR", "0.05")
     full = build(monkeypatch, "ProGrad", PROGRAD_YAML, tmp_path / "full", data_root, weights, *opts)
     before = {k: v.clone() for k, v in full.model.state_dict().items()}
     capsys.readouterr()

@@ -599,7 +599,18 @@ def load_open_clip(parsed: BackboneName, path: str = "") -> tuple[nn.Module, Tok
     if "timm_model_name" in config["vision_cfg"]:
         config["vision_cfg"]["timm_model_pretrained"] = False  # never download
     model_class = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
-    model = model_class(**config)
+    try:
+        model = model_class(**config)
+    except RuntimeError as error:  # timm: "Unknown model (...)"
+        timm_name = config["vision_cfg"].get("timm_model_name")
+        if not timm_name or "Unknown model" not in str(error):
+            raise
+        import timm
+
+        raise ValueError(
+            f"the vision tower of {parsed.text} is timm's {timm_name}, which timm "
+            f"{timm.__version__} does not have; install the timm of requirements.txt"
+        ) from None
     load_open_clip_weights(model, file, parsed)
     text_tower(model)  # refuses unsupported text towers now, not mid-run
     return model.eval(), tokenizer
