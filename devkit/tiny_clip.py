@@ -129,6 +129,8 @@ def tiny_open_clip_config(kind: str) -> dict:
     """The open_clip model config of a tiny model of `kind` (TINY_OPEN_CLIP_KINDS; "openai": the
     layout of tiny OpenAI ViT weights, QuickGELU, one head of 64; "eva02": a timm EVA02 vision
     tower, see register_tiny_timm_towers)."""
+    if kind == "siglip":
+        return tiny_siglip_config()
     if kind == "eva02":  # EVA02-CLIP's layout: a timm vision tower, CLIP's GELU text tower
         vision = {
             "image_size": IMAGE_SIZE,
@@ -144,7 +146,9 @@ def tiny_open_clip_config(kind: str) -> dict:
         text = {**_TINY_TEXT, "heads": 1}
         return {"embed_dim": 32, "quick_gelu": True, "vision_cfg": vision, "text_cfg": text}
     if kind not in TINY_OPEN_CLIP_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(TINY_OPEN_CLIP_KINDS)}, openai, eva02")
+        raise ValueError(
+            f"kind must be one of {', '.join(TINY_OPEN_CLIP_KINDS)}, openai, eva02, siglip"
+        )
     _, text_changes, model_changes = TINY_OPEN_CLIP_KINDS[kind]
     return {
         "embed_dim": 32,
@@ -174,7 +178,10 @@ def write_tiny_open_clip(folder: Path, kind: str = "gelu", seed: int = 0) -> Pat
         state = build_tiny_clip("ViT", seed).state_dict()
     else:
         torch.manual_seed(seed)
-        if kind == "eva02":
+        if kind == "siglip":
+            register_tiny_siglip_tower()
+            write_tiny_siglip_tokenizer(folder)
+        if kind in ("eva02", "siglip"):
             register_tiny_timm_towers()
             model = open_clip.CustomTextCLIP(
                 **{k: v for k, v in config.items() if k != "custom_text"}
@@ -218,3 +225,83 @@ def register_tiny_timm_towers() -> None:
         )  # fmt: skip
 
     register_model(eva02_tiny_test_patch16_clip_32)
+
+
+# A tiny SigLIP: timm ViT tower with attention-pool ("map"), bidirectional text attention read at
+# the last position, a projection layer, a logit bias, and a Hugging Face word-level tokenizer
+# (no start-of-text token) saved beside the weights, as open_clip's hub repositories hold it.
+TINY_TIMM_SIGLIP = "vit_tiny_test_patch16_siglip_32"
+TINY_SIGLIP_WORDS = (
+    "a photo of the x face leopard motor bike water lilly great crested grebe bird dalmatian "
+    "spotted coach dog breed itap textured art sculpture painting"
+).split()
+
+
+def register_tiny_siglip_tower() -> None:
+    """Register TINY_TIMM_SIGLIP with timm (once per process)."""
+    import timm
+    from timm.models import register_model
+    from timm.models.vision_transformer import VisionTransformer
+
+    if timm.is_model(TINY_TIMM_SIGLIP):
+        return
+
+    def vit_tiny_test_patch16_siglip_32(pretrained: bool = False, **kwargs) -> VisionTransformer:
+        for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+            kwargs.pop(key, None)
+        kwargs.setdefault("global_pool", "map")
+        return VisionTransformer(
+            img_size=IMAGE_SIZE, patch_size=16, embed_dim=64, depth=2, num_heads=2,
+            class_token=False, **kwargs,
+        )  # fmt: skip
+
+    register_model(vit_tiny_test_patch16_siglip_32)
+
+
+def tiny_siglip_config() -> dict:
+    """The open_clip model config of the tiny SigLIP (ViT-B-16-SigLIP's layout)."""
+    return {
+        "embed_dim": 64,
+        "init_logit_bias": -10.0,
+        "custom_text": True,
+        "vision_cfg": {
+            "image_size": IMAGE_SIZE,
+            "timm_model_name": TINY_TIMM_SIGLIP,
+            "timm_model_pretrained": False,
+            "timm_pool": "map",
+            "timm_proj": "none",
+        },
+        "text_cfg": {
+            "context_length": 32,
+            "vocab_size": 64,
+            "hf_tokenizer_name": "tiny-siglip-tokenizer",
+            "tokenizer_kwargs": {"clean": "canonicalize"},
+            "width": 64,
+            "heads": 2,
+            "layers": 2,
+            "no_causal_mask": True,
+            "proj_bias": True,
+            "pool_type": "last",
+            "norm_kwargs": {"eps": 1e-6},
+        },
+    }
+
+
+def write_tiny_siglip_tokenizer(folder: Path) -> None:
+    """A word-level Hugging Face tokenizer (lower-cased words, "</s>" at the end, "<pad>" 0)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for word in TINY_SIGLIP_WORDS:
+        vocab.setdefault(word, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    fast.save_pretrained(str(folder))

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny CLIP checkpoints written once per session."""
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -39,4 +40,6 @@ def tiny_open_clip_files(tmp_path_factory) -> dict[str, Path]:
 
     folder = tmp_path_factory.mktemp("open_clip")
     kinds = [*TINY_OPEN_CLIP_KINDS, "openai", "eva02"]  # eva02 registers its timm tower
+    if importlib.util.find_spec("transformers"):  # SigLIP's Hugging Face tokenizer needs it
+        kinds.append("siglip")
     return {kind: write_tiny_open_clip(folder / kind, kind) for kind in kinds}

@@ -16,6 +16,7 @@ from trainers.backbone import (
     parse_backbone_name,
     text_tower,
     tokenizer_for,
+    tokenizer_of,
 )
 from trainers.clip_prompt import (
     CustomCLIP,
@@ -93,6 +94,32 @@ def test_image_features_and_zero_shot_logits_equal_open_clips(tiny_open_clip_fil
         logits = CustomCLIP(model, learner)(image)
     torch.testing.assert_close(logits, expected_logits, atol=1e-4, rtol=1e-5)
     assert (model.logit_bias is not None) == (kind == "bidirectional_last")
+
+
+def test_siglip_tokenizer_text_image_and_logits_equal_open_clips(tiny_open_clip_files):
+    """Tiny SigLIP (timm "map" tower, bidirectional text read at the last position, logit bias,
+    a Hugging Face tokenizer without start-of-text beside the weights): open_clip's results."""
+    if "siglip" not in tiny_open_clip_files:
+        pytest.skip("transformers is not installed (SigLIP's tokenizer needs it)")
+    from open_clip.tokenizer import HFTokenizer
+
+    model = load(tiny_open_clip_files, "siglip")
+    theirs = HFTokenizer(
+        str(tiny_open_clip_files["siglip"].parent), context_length=32, clean="canonicalize"
+    )
+    prompts = [TEMPLATE.format(name.replace("_", " ")) for name in CLASSNAMES]
+    ours = tokenizer_of(model)
+    assert ours.start_token is None and torch.equal(ours(prompts), theirs(prompts))
+    image = images()
+    with torch.no_grad():
+        expected_text = model.encode_text(theirs(prompts), normalize=True)
+        expected_logits, _ = model.get_logits(image, theirs(prompts))
+        custom = CustomCLIP(model, PromptLearner(model, CLASSNAMES, 4, "a photo of a"))
+        torch.testing.assert_close(custom.text_features(), expected_text, atol=2e-6, rtol=0)
+        torch.testing.assert_close(custom(image), expected_logits, atol=1e-4, rtol=1e-5)
+    zero_shot = zero_shot_text_features(model, CLASSNAMES, TEMPLATE)
+    torch.testing.assert_close(zero_shot, expected_text, atol=2e-6, rtol=0)
+    torch.testing.assert_close(FrozenImageEncoder(model.visual)(image), model.encode_image(image))
 
 
 def test_gelu_model_is_not_computed_with_quickgelu(tiny_open_clip_files):

@@ -158,6 +158,46 @@ class Tokenizer:
         return result
 
 
+class HFTextTokenizer(Tokenizer):
+    """A Hugging Face tokenizer (SigLIP's) through open_clip's HFTokenizer, read from disk only:
+    the same ids as open_clip, every text checked against the context length first."""
+
+    def __init__(self, source: str, context_length: int, name: str, text_cfg: dict):
+        from open_clip.tokenizer import HFTokenizer
+
+        self.hf = HFTokenizer(
+            source,
+            context_length=context_length,
+            tokenizer_mode=text_cfg.get("tokenizer_mode"),
+            local_files_only=True,
+            **text_cfg.get("tokenizer_kwargs", {}),
+        )
+        self.hf_tokenizer = self.hf.tokenizer
+        probe, bare = self.hf_tokenizer("a")["input_ids"], self._encode_bare("a")
+        start = probe[0] if probe[: len(bare)] != bare else None
+        super().__init__(
+            self._encode_bare,
+            context_length,
+            start,
+            probe[-1],
+            name,
+            decode=self.hf_tokenizer.decode,
+            pad_token=self.hf_tokenizer.pad_token_id or 0,
+        )
+        self._special_count = len(probe) - len(bare)
+
+    def _encode_bare(self, text: str) -> list[int]:
+        return self.hf_tokenizer(self.hf.clean_fn(text), add_special_tokens=False)["input_ids"]
+
+    @property
+    def special_tokens(self) -> int:
+        return self._special_count
+
+    def __call__(self, texts: Sequence[str], fix: str = "") -> torch.Tensor:
+        self.check(texts, fix)
+        return self.hf(list(texts))
+
+
 def too_long_message(text: str, count: int, limit: int, model: str, fix: str = "") -> str:
     """The error for a text longer than a model's context length."""
     shown = text if len(text) <= TEXT_SHORTENED else text[: TEXT_SHORTENED - 3] + "..."
@@ -202,23 +242,49 @@ def tokenizer_for(name: str, path: str = "") -> Tokenizer:
     parsed = parse_backbone_name(name)
     if parsed.source == "openai":
         return openai_tokenizer()
-    config = open_clip_model_config(parsed, Path(path).expanduser() if path else None)
-    return open_clip_tokenizer(config, parsed.text)
+    file = Path(path).expanduser() if path else None
+    if file is not None and file.is_dir():
+        file = file / OPEN_CLIP_WEIGHTS[-1]  # the folder's files are looked for beside it
+    return open_clip_tokenizer(open_clip_model_config(parsed, file), parsed.text, file)
 
 
-def open_clip_tokenizer(config: dict, name: str) -> Tokenizer:
-    """The tokenizer an open_clip model config asks for (CLIP's BPE; others are refused)."""
+# Files of a Hugging Face tokenizer saved in a folder (save_pretrained, open_clip's hub repos).
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model")
+
+
+def open_clip_tokenizer(config: dict, name: str, file: Path | None = None) -> Tokenizer:
+    """The tokenizer an open_clip model config asks for: CLIP's BPE (shipped inside open_clip),
+    or a Hugging Face tokenizer (SigLIP's) from beside the weights file or the hub cache."""
     text_cfg = config.get("text_cfg", {})
     context_length = int(text_cfg.get("context_length", 77))
-    if text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name"):
+    if text_cfg.get("hf_model_name"):
         raise ValueError(
-            f"{name} uses the Hugging Face tokenizer {text_cfg.get('hf_tokenizer_name') or ''}"
-            f"{text_cfg.get('hf_model_name') or ''} (SigLIP and Hugging Face text towers), which "
-            f"this codebase does not support yet; supported: OpenAI CLIP and open_clip models "
-            f"with CLIP's BPE tokenizer (ViT-B-16 LAION-2B / DataComp / MetaCLIP, ViT-L-14 DFN, "
-            f"EVA02)"
+            f"{name} has a Hugging Face text tower ({text_cfg['hf_model_name']}), which is not "
+            f"supported; supported: CLIP's text transformer (OpenAI, LAION, DataComp, MetaCLIP, "
+            f"DFN, EVA02, SigLIP)"
         )
-    return open_clip_bpe_tokenizer(context_length, name)
+    hub_name = text_cfg.get("hf_tokenizer_name")
+    if not hub_name:
+        return open_clip_bpe_tokenizer(context_length, name)
+    try:
+        import transformers  # noqa: F401  (open_clip's HFTokenizer needs it)
+    except ImportError:
+        raise ValueError(
+            f"{name} uses a Hugging Face tokenizer ({hub_name}); install transformers and "
+            f"sentencepiece (pip install transformers sentencepiece) to use it"
+        ) from None
+    beside = file.parent if file is not None else None
+    if beside is not None and any((beside / part).is_file() for part in HF_TOKENIZER_FILES):
+        return HFTextTokenizer(str(beside), context_length, name, text_cfg)
+    try:
+        return HFTextTokenizer(hub_name, context_length, name, text_cfg)
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(
+            f"the tokenizer of {name} is not on this machine: looked beside the weights "
+            f"({beside or 'MODEL.BACKBONE.PATH not set'}: {', '.join(HF_TOKENIZER_FILES)}) and in "
+            f"the Hugging Face cache ({hub_name}; {str(error).splitlines()[0][:200]}). Copy the "
+            f"tokenizer files of {hub_name} next to the weights file."
+        ) from None
 
 
 def tokenizer_of(clip_model: nn.Module) -> Tokenizer:
@@ -587,7 +653,7 @@ def load_open_clip(parsed: BackboneName, path: str = "") -> tuple[nn.Module, Tok
 
     file = resolve_open_clip_file(parsed, path)
     config = dict(open_clip_model_config(parsed, file))
-    tokenizer = open_clip_tokenizer(config, parsed.text)
+    tokenizer = open_clip_tokenizer(config, parsed.text, file)
     tag_cfg = open_clip.get_pretrained_cfg(parsed.arch, parsed.tag)
     if tag_cfg.get("quick_gelu", False):
         config["quick_gelu"] = True

@@ -652,11 +652,8 @@ class PromptLearner(nn.Module):
         device = token_embedding.weight.device
         ctx_dim = tower.ln_final.weight.shape[0]
         tokenizer = tokenizer_of(clip_model)
-        if tokenizer.start_token is None:
-            raise ValueError(
-                f"{tokenizer.name}'s tokenizer puts no start-of-text token before a prompt; the "
-                f"prompt learners need one (CLIP's BPE tokenizer)"
-            )
+        # Positions before the context: CLIP's start-of-text token; none for SigLIP's tokenizer.
+        n_prefix = 0 if tokenizer.start_token is None else 1
         names = [name.replace("_", " ") for name in classnames]
         check_learned_prompts(tokenizer, names, n_ctx, init_words)
 
@@ -672,7 +669,7 @@ class PromptLearner(nn.Module):
                 embedding = token_embedding(tokenize([init_words], tokenizer).to(device))
             embedding = embedding.type(dtype).cpu()
             ctx_vectors = torch.zeros(n_ctx, ctx_dim, dtype=dtype)
-            ctx_vectors[n_ctx - n_init :] = embedding[0, 1 : 1 + n_init]
+            ctx_vectors[n_ctx - n_init :] = embedding[0, n_prefix : n_prefix + n_init]
             if csc:
                 ctx_vectors = ctx_vectors.unsqueeze(0).repeat(n_cls, 1, 1)
             prompt_prefix = " ".join(["X"] * (n_ctx - n_init) + [init_words])
@@ -690,11 +687,12 @@ class PromptLearner(nn.Module):
             embedding = token_embedding(tokenized).type(dtype)
         # Saved by Dassl's save_model (CoOp's checkpoint format) but never loaded: they depend on
         # the class names of the run that uses them.
-        self.register_buffer("token_prefix", embedding[:, :1, :])  # (C, 1, D_t) SOS
-        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx :, :])  # (C, *, D_t) CLASS.EOS
+        self.register_buffer("token_prefix", embedding[:, :n_prefix, :])  # (C, 1, D_t) SOS
+        self.register_buffer("token_suffix", embedding[:, n_prefix + n_ctx :, :])  # CLASS.EOS
         self.register_buffer("tokenized_prompts", tokenized, persistent=False)  # (C, 77)
         self.n_cls = n_cls
         self.n_ctx = n_ctx
+        self.n_prefix = n_prefix
         self.name_lens = [count_tokens(name, tokenizer) for name in names]
         self.class_token_position = class_token_position
 
@@ -707,7 +705,7 @@ class PromptLearner(nn.Module):
         if self.class_token_position == "end" and self.ctx.dim() == 2:
             return torch.cat([self.token_prefix[0], self.ctx]), self.token_suffix
         prompts = self()
-        return prompts[0, :1], prompts[:, 1:]
+        return prompts[0, : self.n_prefix], prompts[:, self.n_prefix :]
 
     def forward(self) -> torch.Tensor:
         """Prompt embeddings of every class: (C, 77, D_t)."""

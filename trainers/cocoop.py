@@ -87,7 +87,10 @@ def check_prompt_length(
     tokenizer = tokenizer or openai_tokenizer()
     limit = tokenizer.context_length
     longest = max(classnames, key=lambda name: count_tokens(name.replace("_", " "), tokenizer))
-    needed = 1 + n_ctx + count_tokens(longest.replace("_", " "), tokenizer) + 1 + 1
+    # context, name, "." and the start/end-of-text tokens
+    needed = (
+        n_ctx + count_tokens(longest.replace("_", " "), tokenizer) + 1 + tokenizer.special_tokens
+    )
     if needed > limit:
         raise ValueError(
             f'{key} gives {n_ctx} context vectors, too many for the class "{longest}": its '

@@ -83,7 +83,7 @@ class CoCoOpPromptLearner(PromptLearner):
         # Drawn after the context, as in CoCoOp (same RNG order).
         dtype = model_dtype(clip_model)
         self.meta_net = build_meta_net(embed_dim(clip_model), ctx_dim).to(dtype)
-        shared = 1 + n_ctx
+        shared = self.n_prefix + n_ctx
         # (image, class) rows the text encoder computes per image: each class's own positions.
         self.rows_per_image = int((tower.pool_positions(self.tokenized_prompts) - shared + 1).sum())
 
