@@ -258,3 +258,21 @@ def test_too_long_context_words_and_templates_are_refused(tiny_open_clip_files):
     ):
         template = "a blurry low resolution photo of the big and the small {} in a field."
         zero_shot_text_features(model, ["dog"], template)
+
+
+def test_shipped_open_clip_configs_name_real_models_with_their_input_settings():
+    """configs/trainers/*/oc_*.yaml: open_clip knows each ARCH/TAG, and INPUT.SIZE, PIXEL_MEAN
+    and PIXEL_STD are the ones its weights were trained with."""
+    import yaml
+
+    configs = sorted(Path(__file__).parents[1].glob("configs/trainers/*/oc_*.yaml"))
+    assert len(configs) >= 36
+    for config in configs:
+        data = yaml.safe_load(config.read_text())
+        parsed = parse_backbone_name(data["MODEL"]["BACKBONE"]["NAME"])
+        pretrained = open_clip.get_pretrained_cfg(parsed.arch, parsed.tag)
+        assert pretrained, config
+        size = open_clip.get_model_config(parsed.arch)["vision_cfg"]["image_size"]
+        assert data["INPUT"]["SIZE"] == f"({size}, {size})", config
+        assert tuple(data["INPUT"]["PIXEL_MEAN"]) == pytest.approx(pretrained["mean"]), config
+        assert tuple(data["INPUT"]["PIXEL_STD"]) == pytest.approx(pretrained["std"]), config
