@@ -17,7 +17,10 @@ from experiments.declarations import ConfigKey, Method
 COMMON_KEYS = (
     ConfigKey("DATASET.SUBSAMPLE_CLASSES", "all", "all, base or new (base-to-new protocol)"),
     ConfigKey(
-        "MODEL.BACKBONE.PATH", "", "local CLIP checkpoint (JIT archive or state dict), offline use"
+        "MODEL.BACKBONE.PATH",
+        "",
+        "local weights file (OpenAI's JIT archive or a state dict; open_clip's checkpoint), "
+        "offline use; MODEL.BACKBONE.NAME may be open_clip:ARCH/TAG (docs/backbones.md)",
     ),
     ConfigKey(
         "MODEL.TEXT_ENCODER",
