@@ -276,3 +276,16 @@ def test_shipped_open_clip_configs_name_real_models_with_their_input_settings():
         assert data["INPUT"]["SIZE"] == f"({size}, {size})", config
         assert tuple(data["INPUT"]["PIXEL_MEAN"]) == pytest.approx(pretrained["mean"]), config
         assert tuple(data["INPUT"]["PIXEL_STD"]) == pytest.approx(pretrained["std"]), config
+
+
+def test_openai_tokenizer_gives_clips_ids_and_refuses_long_texts_with_a_valueerror():
+    """The seam's OpenAI tokenizer gives clip.tokenize's ids; a text over 77 tokens is a
+    ValueError naming it (clip.tokenize raises a RuntimeError from inside)."""
+    from clip import clip as openai_clip
+
+    from trainers.backbone import openai_tokenizer
+
+    texts = [TEMPLATE.format(name.replace("_", " ")) for name in CLASSNAMES] + ["Ünïcode, too!"]
+    assert torch.equal(openai_tokenizer()(texts), openai_clip.tokenize(texts).long())
+    with pytest.raises(ValueError, match=r'"dog dog dog.*\.\.\." has 102 tokens .* the 77 '):
+        openai_tokenizer()(["dog " * 100])
