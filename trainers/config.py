@@ -25,7 +25,8 @@ COMMON_KEYS = (
     ConfigKey(
         "MODEL.TEXT_ENCODER",
         "packed",
-        'learned prompts\' text encoder: "packed" (fast, exact) or "reference" (CLIP\'s plain one)',
+        'learned prompts\' text encoder: "packed" (fast, exact; the reference one on towers where '
+        'it would not be exact, docs/backbones.md) or "reference" (the tower\'s plain one)',
     ),
 )
 
