@@ -289,3 +289,21 @@ def test_openai_tokenizer_gives_clips_ids_and_refuses_long_texts_with_a_valueerr
     assert torch.equal(openai_tokenizer()(texts), openai_clip.tokenize(texts).long())
     with pytest.raises(ValueError, match=r'"dog dog dog.*\.\.\." has 102 tokens .* the 77 '):
         openai_tokenizer()(["dog " * 100])
+
+
+def test_running_the_text_blocks_one_by_one_gives_the_towers_own_transformer(
+    tiny_open_clip_files, tiny_clip_files
+):
+    """TextTower.run_block over every block (a deep-prompt learner's loop) equals run()."""
+    for model in (
+        load(tiny_open_clip_files, "gelu"),
+        load(tiny_open_clip_files, "bidirectional_last"),
+        load_backbone("ViT-B/16", str(tiny_clip_files["ViT"])).float(),
+    ):
+        tower = text_tower(model)
+        x = torch.randn(3, tower.context_length, tower.ln_final.weight.shape[0])
+        with torch.no_grad():
+            y = x
+            for block in tower.blocks:
+                y = tower.run_block(block, y)
+            torch.testing.assert_close(y, tower.run(x), atol=0, rtol=0)

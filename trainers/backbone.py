@@ -366,6 +366,17 @@ class TextTower:
         """The dtype the tower computes in (its blocks' weights)."""
         return self.blocks[0].mlp.c_fc.weight.dtype
 
+    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """One of `blocks` over (N, L, D_t) hidden states, with the tower's mask and layout: what
+        a deep-prompt learner (MaPLe) calls between its prompt insertions."""
+        if self.sequence_first:  # OpenAI's blocks: (L, N, D_t), the mask inside the block
+            return block(x.permute(1, 0, 2)).permute(1, 0, 2)
+        length = x.shape[1]
+        mask = None if self.attention_mask is None else self.attention_mask[:length, :length]
+        if not getattr(self.transformer, "batch_first", True):
+            return block(x.transpose(0, 1), attn_mask=mask).transpose(0, 1)
+        return block(x, attn_mask=mask)
+
     def run(self, x: torch.Tensor) -> torch.Tensor:
         """The tower's own transformer over (N, L, D_t) embeddings (+ positions), mask included."""
         if self.sequence_first:
