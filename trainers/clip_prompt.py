@@ -1,5 +1,7 @@
-"""CLIP loading, the hand-crafted templates (read from the dataset declarations), and the prompt
-modules (explicit arguments, no cfg).
+"""OpenAI CLIP checkpoint reading, the hand-crafted templates (read from the dataset
+declarations), and the prompt modules (explicit arguments, no cfg). Models come through the
+backbone seam (trainers/backbone.py: OpenAI CLIP or open_clip); the modules here read a model's
+text tower, tokenizer and dtype through it.
 
 Shape glossary:
     B      images in a batch
@@ -206,7 +208,9 @@ class TextEncoder(nn.Module):
     """CLIP's text transformer applied to prompt embeddings (not token ids).
 
     CLIP's text attention is causal and the feature is read at the end-of-text token, which
-    allows two exact shortcuts (same features, logits and gradients as all 77 positions):
+    allows two exact shortcuts (same features, logits and gradients as all 77 positions). Built
+    only for towers where that holds (`packed_unsupported_reason`); each block's own activation
+    (QuickGELU, GELU, tanh-GELU) and LayerScale are applied.
 
     * Each prompt runs only up to its own end-of-text token: later positions cannot change it.
     * The leading positions every prompt shares (the SOS token; with CoOp's generic context before
