@@ -16,7 +16,9 @@ VisionTransformer (ViT-B/16, ...):
     nn.MultiheadAttention's sequence-first path and its layout copies), QuickGELU and the residual
     sums in place, and in the last block only the class token's query, attention output and MLP,
     since the encoder's output is read at the class token alone.
-Any other tower (open_clip's VisionTransformer and ModifiedResNet, timm trunks such as EVA02 and
+    open_clip's VisionTransformer of the same layout (class-token pooling, no attention pooler,
+    no LayerScale; GELU or QuickGELU, each block's own) takes the same path.
+Any other tower (open_clip's ModifiedResNet and other ViT layouts, timm trunks such as EVA02 and
 SigLIP's): the tower's own forward, under `torch.inference_mode` (exact by construction).
 
 Shape glossary:
@@ -56,7 +58,8 @@ class FrozenImageEncoder(nn.Module):
                 f"{type(visual).__name__}"
             )
         self.visual = visual.eval()
-        self.fused = isinstance(visual, (ModifiedResNet, VisionTransformer))
+        self.vit = isinstance(visual, VisionTransformer) or is_plain_open_clip_vit(visual)
+        self.fused = self.vit or isinstance(visual, ModifiedResNet)
 
     def train(self, mode: bool = True) -> FrozenImageEncoder:
         """Stay in eval mode: a frozen encoder never uses batch statistics."""
@@ -83,7 +86,7 @@ class FrozenImageEncoder(nn.Module):
             image = image.type(self.dtype)
             if isinstance(self.visual, ModifiedResNet):
                 features = _resnet_forward(self.visual, image)
-            elif isinstance(self.visual, VisionTransformer):
+            elif self.vit:
                 features = _vit_forward(self.visual, image)
             else:
                 features = self.visual(image)
@@ -170,8 +173,44 @@ def _attention(
     return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
 
 
+_PLAIN_BLOCK_PARTS = {"ln_1", "attn", "ln_2", "mlp", "ls_1", "ls_2"}
+
+
+def is_plain_open_clip_vit(visual: nn.Module) -> bool:
+    """Whether `visual` is open_clip's VisionTransformer in OpenAI's layout, which `_vit_forward`
+    computes exactly: class-token pooling with ln_post before it, learned positions, no
+    attention pooler, CLIP blocks without LayerScale, GELU or QuickGELU."""
+    from .backbone import activation_of
+
+    if type(visual).__name__ != "VisionTransformer" or not type(visual).__module__.startswith(
+        "open_clip"
+    ):
+        return False
+    if (
+        getattr(visual, "attn_pool", None) is not None
+        or getattr(visual, "pool_type", None) != "tok"
+        or getattr(visual, "final_ln_after_pool", True)
+        or not isinstance(getattr(visual, "positional_embedding", None), nn.Parameter)
+    ):
+        return False
+    for block in visual.transformer.resblocks:
+        parts = {name for name, _ in block.named_children()}
+        if parts - _PLAIN_BLOCK_PARTS or activation_of(block) not in ("quick_gelu", "gelu"):
+            return False
+        if not all(
+            isinstance(getattr(block, ls, nn.Identity()), nn.Identity) for ls in ("ls_1", "ls_2")
+        ):
+            return False
+        if set(dict(block.mlp.named_children())) != {"c_fc", "gelu", "c_proj"}:
+            return False
+    return True
+
+
 def _mlp(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
-    """CLIP's c_fc → QuickGELU → c_proj, the GELU computed in place (same ops, same rounding)."""
+    """CLIP's c_fc → QuickGELU → c_proj, the GELU computed in place (same ops, same rounding);
+    a GELU block (open_clip's) with its GELU."""
+    if isinstance(block.mlp.gelu, nn.GELU):
+        return block.mlp.c_proj(F.gelu(block.mlp.c_fc(x), approximate=block.mlp.gelu.approximate))
     hidden = block.mlp.c_fc(x)
     gate = torch.sigmoid(1.702 * hidden)
     return block.mlp.c_proj(hidden.mul_(gate))
