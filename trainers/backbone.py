@@ -597,13 +597,13 @@ def open_clip_cache_candidates(parsed: BackboneName) -> list[Path]:
         else:
             repo, filename = os.path.split(hub)
             filenames = [filename]
+        hub_cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+            os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub"
+        )  # where the message says it looked (the hub's own lookup is try_to_load_from_cache)
         for filename in filenames:
             found = try_to_load_from_cache(repo, filename)
             if isinstance(found, str):
                 return [Path(found)]
-            hub_cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
-                os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub"
-            )
             candidates.append(
                 Path(hub_cache).expanduser() / f"models--{repo.replace('/', '--')}" / filename
             )
