@@ -28,9 +28,17 @@ from yacs.config import CfgNode as CN  # noqa: E402
 
 import datasets  # noqa: E402,F401  (registers the datasets)
 from experiments import catalog  # noqa: E402
+from experiments.atomic import FULL_DISK, translate, write_text  # noqa: E402
+from experiments.locks import RunLock  # noqa: E402
 from experiments.run_record import method_name, recorded_run  # noqa: E402
 from trainers import config  # noqa: E402
-from trainers.inputs import check_paths, error_text, merge_config_file, merge_options  # noqa: E402
+from trainers.inputs import (  # noqa: E402
+    check_paths,
+    check_values,
+    error_text,
+    merge_config_file,
+    merge_options,
+)
 
 
 def extend_cfg(cfg: CN) -> None:
@@ -67,13 +75,15 @@ def setup_cfg(args: argparse.Namespace) -> CN:
     """Dassl's defaults + our keys, then the dataset file, the method file, flags and opts.
 
     Every key and value of the files and options is checked against the declared tree
-    (trainers/inputs.py): a typo, a missing value or a wrong type is a clear error.
+    (trainers/inputs.py): a typo, a missing value or a wrong type is a clear error; then every
+    key's value against its declared range or choices (trainers/config.py key_values).
     """
     # Every module that declares a method (trainers/*.py, PROGRAD_PLUGINS) registers its trainer.
     catalog.import_all()
     cfg = get_cfg_default()
     extend_cfg(cfg)
     declared = cfg.clone()
+    sources: dict[str, str] = {}  # key -> where it was set, for check_values' messages
     for flag, path in (
         ("--dataset-config-file", args.dataset_config_file),
         ("--config-file", args.config_file),
@@ -85,11 +95,31 @@ def setup_cfg(args: argparse.Namespace) -> CN:
                 f"configs/trainers/ProGrad/rn50.yaml)"
             )
         if path:
-            merge_config_file(cfg, declared, path, flag)
+            merge_config_file(cfg, declared, path, flag, sources)
     reset_cfg(cfg, args)
-    merge_options(cfg, declared, args.opts)
+    given = {
+        flag: key for flag, key in FLAG_KEYS.items() if getattr(args, flag) not in (None, "", -1)
+    }
+    sources.update({key: f"from --{flag.replace('_', '-')}" for flag, key in given.items()})
+    merge_options(cfg, declared, args.opts, sources)
+    check_values(cfg, declared, config.key_values(catalog.methods().values()), sources)
     cfg.freeze()
     return cfg
+
+
+# The flags that set a config key (reset_cfg), by argparse destination.
+FLAG_KEYS = {
+    "root": "DATASET.ROOT",
+    "output_dir": "OUTPUT_DIR",
+    "resume": "RESUME",
+    "seed": "SEED",
+    "source_domains": "DATASET.SOURCE_DOMAINS",
+    "target_domains": "DATASET.TARGET_DOMAINS",
+    "transforms": "INPUT.TRANSFORMS",
+    "trainer": "TRAINER.NAME",
+    "backbone": "MODEL.BACKBONE.NAME",
+    "head": "MODEL.HEAD.NAME",
+}
 
 
 def project_trainers() -> list[str]:
@@ -120,8 +150,7 @@ def write_config(cfg: CN) -> None:
     """Keep the run's full config beside its log (tools read the backbone from it)."""
     path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
     if not os.path.exists(path):  # a resumed or repeated run keeps the first one
-        with open(path, "w") as file:
-            file.write(cfg.dump())
+        write_text(path, cfg.dump(), "the run's config")
 
 
 def seed_and_build(cfg: CN):
@@ -134,10 +163,35 @@ def seed_and_build(cfg: CN):
     return build_trainer(cfg)
 
 
+class RunBusyError(ValueError):
+    """Another live process holds the run directory's lock."""
+
+
+def take_run_lock(output_dir: str) -> RunLock:
+    """The lock of the run directory (experiments/locks.py), or the error naming its holder.
+
+    A script or sweep that holds the lock and started us passes its token down: we go on under
+    its lock. Nothing is written to a run that another live process holds.
+    """
+    lock = RunLock(output_dir)
+    if not lock.acquire_or_inherit():
+        raise RunBusyError(lock.refusal(f"--output-dir {output_dir}"))
+    return lock
+
+
 def main(args: argparse.Namespace) -> None:
     cfg = setup_cfg(args)
     check_names(cfg)
     check_paths(cfg, args.model_dir if args.eval_only else "")
+    lock = take_run_lock(cfg.OUTPUT_DIR)
+    try:
+        run_locked(cfg, args)
+    finally:
+        lock.release()
+
+
+def run_locked(cfg: CN, args: argparse.Namespace) -> None:
+    """Everything that writes the run directory, under its lock."""
     setup_logger(cfg.OUTPUT_DIR)
     write_config(cfg)
     print("** Arguments **")
@@ -199,13 +253,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None = None) -> None:
     """train.py's command line: bad input ends in one `error: ...` paragraph, no traceback."""
+    args = build_parser().parse_args(argv)
     try:
-        main(build_parser().parse_args(argv))
+        main(args)
     except (ValueError, OSError) as error:  # OSError: FileNotFoundError, PermissionError, ...
         if os.environ.get("PROGRAD_TRACEBACK"):
             raise
+        if isinstance(error, OSError) and error.errno in FULL_DISK:
+            # Also met outside experiments/atomic.py (Dassl's log.txt, tensorboard): the log
+            # file cannot take more either, so stop writing to it.
+            stop_logging_to_file()
+            where = error.filename or args.output_dir or "the run's folder"
+            error = translate(error, where, "the run's log and tensorboard files")
         hint = "(set PROGRAD_TRACEBACK=1 to see where it was raised)"
         sys.exit(f"error: {error_text(error)}\n{hint}")
+
+
+def stop_logging_to_file() -> None:
+    """Detach Dassl's tee of stdout into log.txt (its buffered tail cannot be written)."""
+    log = sys.stdout
+    file = getattr(log, "file", None)
+    if file is None or not hasattr(log, "console"):
+        return
+    log.file = None
+    try:
+        file.close()
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

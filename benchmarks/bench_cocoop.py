@@ -69,6 +69,7 @@ from bench_step import (
 from clip.model import CLIP
 from tabulate import tabulate
 
+from experiments.cli import non_negative_int, positive_int
 from trainers.clip_prompt import eot_positions, zero_shot_text_features
 from trainers.cocoop_prompt import CoCoOpCLIP, CoCoOpPromptLearner
 from trainers.precision import Precision
@@ -365,15 +366,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--precision", choices=("fp32", "fp16", "amp"), default="fp32")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps (>= 1)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps per method")
+    parser.add_argument("--warmup", type=positive_int, default=1, help="untimed steps (>= 1)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed steps per method")
     parser.add_argument(
-        "--straightforward-max-prompts", type=int, default=200,
+        "--straightforward-max-prompts", type=non_negative_int, default=200,
         help="run the straightforward step only up to this many image x class prompts per step",
     )  # fmt: skip
     parser.add_argument("--prograd", action="store_true", help="also time our ProGradCoCoOp step")
     parser.add_argument(
-        "--threads", type=int, default=0,
+        "--threads", type=non_negative_int, default=0,
         help="torch CPU threads (default: torch's choice); 1 is steadier on a machine shared "
         "with other work, where threads wait for each other at every operation",
     )  # fmt: skip

@@ -70,6 +70,7 @@ from torch import nn
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+from experiments.cli import positive_int
 from trainers.backbone import image_tower
 from trainers.baseline_steps import distillation_gradients, kgcoop_gradients
 from trainers.clip_prompt import (
@@ -729,8 +730,8 @@ def image_table(results: list[dict]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES)
-    parser.add_argument("--classes", nargs="+", type=int, default=[10, 100, 1000])
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--classes", nargs="+", type=positive_int, default=[10, 100, 1000])
+    parser.add_argument("--batch", type=positive_int, default=32)
     parser.add_argument(
         "--device", nargs="+", choices=("cpu", "cuda"), default=None,
         help="default: cpu, and cuda when torch.cuda.is_available()",
@@ -740,20 +741,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="default: fp32 on cpu; fp16 and amp on cuda",
     )  # fmt: skip
     parser.add_argument(
-        "--repeats", type=int, default=None,
+        "--repeats", type=positive_int, default=None,
         help="timed steps per method (default: 5 on cpu, 20 on cuda)",
     )  # fmt: skip
     parser.add_argument(
-        "--repeats-1000", type=int, default=None,
+        "--repeats-1000", type=positive_int, default=None,
         help="timed steps at >= 1000 classes (default: 3 on cpu, as --repeats on cuda)",
     )  # fmt: skip
     parser.add_argument(
-        "--warmup", type=int, default=None,
+        "--warmup", type=positive_int, default=None,
         help="untimed steps per method first, the first measuring memory (default: 1 on cpu, "
         "3 on cuda)",
     )  # fmt: skip
     parser.add_argument(
-        "--warmup-1000", type=int, default=None,
+        "--warmup-1000", type=positive_int, default=None,
         help="untimed steps at >= 1000 classes (default: as --warmup)",
     )  # fmt: skip
     parser.add_argument(

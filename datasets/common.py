@@ -15,7 +15,6 @@ same images.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -31,6 +30,7 @@ from PIL import Image
 from yacs.config import CfgNode
 
 # Re-exported: the dataset modules and tools import them from here.
+from experiments.atomic import FULL_DISK, atomic_file, write_text
 from experiments.declarations import Layout, SplitSizes  # noqa: F401
 
 SUBSAMPLE_CHOICES = ("all", "base", "new")
@@ -85,10 +85,11 @@ def write_json(obj: Any, path: str) -> None:
     A folder that cannot be written raises a ValueError naming it.
     """
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w") as file:
-            json.dump(obj, file, indent=4, separators=(",", ": "))
+        text = json.dumps(obj, indent=4, separators=(",", ": "))
+        write_text(path, text, "the split file")  # experiments/atomic.py: whole or not at all
     except OSError as error:
+        if error.errno in FULL_DISK:  # named with the path and the fix already
+            raise
         raise ValueError(
             f"Cannot write {path} ({error.strerror or error}): make its folder writable, or "
             f"copy the dataset to a writable place and point DATASET.ROOT there."
@@ -339,15 +340,12 @@ def write_cache(data: dict, path: str) -> None:
     A dataset folder that cannot be written raises an error saying so: CoOp's loaders keep their
     caches beside the images.
     """
-    temporary = f"{path}.tmp-{os.getpid()}"
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(temporary, "wb") as file:
+        with atomic_file(path, "a dataset cache", "wb") as file:  # experiments/atomic.py
             pickle.dump(data, file, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(temporary, path)
     except OSError as error:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
+        if error.errno in FULL_DISK:  # named with the path and the fix already
+            raise
         folder = os.path.dirname(path)
         while not os.path.isdir(folder):
             folder = os.path.dirname(folder)

@@ -32,6 +32,7 @@ import torch
 from torch.nn import functional as F
 
 from experiments import catalog
+from experiments.atomic import translate
 
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.90, 0.10, 0.10),
@@ -413,6 +414,9 @@ def ensure_tinyworld(root: str | os.PathLike) -> Path:
         torch.set_num_threads(1)  # small tensors: threads cost more than they give, on busy cores
         try:
             _write_folder(partial)
+        except OSError as error:  # e.g. a full disk: the partial folder is of no use
+            shutil.rmtree(partial, ignore_errors=True)
+            raise translate(error, partial, f"the TinyWorld dataset ({count} images)") from error
         finally:
             torch.set_num_threads(threads)
         partial.rename(folder)

@@ -37,6 +37,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from experiments.cli import positive_float, positive_int
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASET_YAML = "configs/datasets/caltech101.yaml"
 COCOOP_YAML = "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml"
@@ -341,17 +343,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a checkout of KaiyangZhou/CoOp (default: $COOP_REPO)",
     )  # fmt: skip
     parser.add_argument("--arch", choices=("RN", "ViT"), default="ViT", help="tiny CLIP variant")
-    parser.add_argument("--steps", type=int, default=8, help="training steps on each side")
-    parser.add_argument("--batch", type=int, default=1, help="images per step (CoCoOp: 1)")
-    parser.add_argument("--lr", type=float, default=0.05, help="OPTIM.LR")
+    parser.add_argument("--steps", type=positive_int, default=8, help="training steps on each side")
+    parser.add_argument("--batch", type=positive_int, default=1, help="images per step (CoCoOp: 1)")
+    parser.add_argument("--lr", type=positive_float, default=0.05, help="OPTIM.LR")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument(
         "--whole-run", action="store_true", help="compare both train.py runs, not single steps"
     )
-    parser.add_argument("--epochs", type=int, default=2, help="--whole-run: OPTIM.MAX_EPOCH")
-    parser.add_argument("--shots", type=int, default=8, help="--whole-run: DATASET.NUM_SHOTS")
-    parser.add_argument("--classes", type=int, default=4, help="--whole-run: Caltech101 classes")
-    parser.add_argument("--images", type=int, default=8, help="--whole-run: images per class")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=2, help="--whole-run: OPTIM.MAX_EPOCH"
+    )
+    parser.add_argument(
+        "--shots", type=positive_int, default=8, help="--whole-run: DATASET.NUM_SHOTS"
+    )
+    parser.add_argument(
+        "--classes", type=positive_int, default=4, help="--whole-run: Caltech101 classes"
+    )
+    parser.add_argument(
+        "--images", type=positive_int, default=8, help="--whole-run: images per class"
+    )
     parser.add_argument("--clip", default=None, help="--whole-run: a CLIP file (default: tiny RN)")
     parser.add_argument("--side", choices=("ours", "theirs"), help=argparse.SUPPRESS)
     parser.add_argument("--run-worker", choices=("ours", "theirs"), help=argparse.SUPPRESS)

@@ -40,6 +40,8 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # clip
 import yaml  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
+from experiments.atomic import save_figure, write_text  # noqa: E402
+from experiments.cli import positive_int  # noqa: E402
 from experiments.plots import load_curves, plot_curves  # noqa: E402
 from experiments.results import (  # noqa: E402
     ZERO_SHOT,
@@ -141,7 +143,9 @@ def prepare_workdir(workdir: Path, settings: DemoSettings) -> None:
             f"a new or empty --workdir so that nothing in it is overwritten."
         )
     workdir.mkdir(parents=True, exist_ok=True)
-    settings_file.write_text(json.dumps({"clip": settings.clip}, indent=2) + "\n")
+    write_text(
+        settings_file, json.dumps({"clip": settings.clip}, indent=2) + "\n", "the demo's settings"
+    )
 
 
 def configured_clip() -> Path:
@@ -346,7 +350,7 @@ def plot_base2new(base2new: dict[str, list], path: Path) -> None:
     axis.legend(fontsize="small", loc="lower left")
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    save_figure(figure, path, "the demo's base-to-new plot", dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,12 +363,14 @@ def main(argv: list[str] | None = None) -> int:
         help="where everything is written (default: demo_output/ in the repo)",
     )
     parser.add_argument("--shots", default="1 4 16", help='few-shot shot counts ("1 4 16")')
-    parser.add_argument("--epochs", type=int, default=10, help="few-shot training epochs (10)")
     parser.add_argument(
-        "--base2new-shots", type=int, default=4, help="base-to-new shots per class (4)"
+        "--epochs", type=positive_int, default=10, help="few-shot training epochs (10)"
     )
     parser.add_argument(
-        "--base2new-epochs", type=int, default=20, help="base-to-new training epochs (20)"
+        "--base2new-shots", type=positive_int, default=4, help="base-to-new shots per class (4)"
+    )
+    parser.add_argument(
+        "--base2new-epochs", type=positive_int, default=20, help="base-to-new training epochs (20)"
     )
     parser.add_argument("--seeds", default="1", help='seeds, space-separated ("1")')
     parser.add_argument(

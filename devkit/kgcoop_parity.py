@@ -49,6 +49,8 @@ from pathlib import Path
 
 import torch
 
+from experiments.cli import non_negative_float, positive_float, positive_int
+
 ROOT = Path(__file__).resolve().parents[1]
 CLASSNAMES = ["face", "leopard", "motor bike", "water lilly", "great crested grebe bird"]
 DATASET = "OxfordPets"  # a template that differs between ProGrad's and KgCoOp's tables
@@ -306,19 +308,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--official", required=True, help="the official KgCoOp/ folder")
     parser.add_argument("--clip", default=None, help="a CLIP checkpoint (default: tiny random)")
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--weight", type=float, default=8.0, help="TRAINER.COOP.W")
-    parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--steps", type=positive_int, default=5)
+    parser.add_argument("--weight", type=non_negative_float, default=8.0, help="TRAINER.COOP.W")
+    parser.add_argument("--lr", type=positive_float, default=0.02)
     parser.add_argument("--teacher", choices=("fp16", "fp32"), default="fp16")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
         "--whole-run", action="store_true", help="compare both train.py runs, not single steps"
     )
-    parser.add_argument("--epochs", type=int, default=2, help="--whole-run: OPTIM.MAX_EPOCH")
-    parser.add_argument("--shots", type=int, default=8, help="--whole-run: DATASET.NUM_SHOTS")
-    parser.add_argument("--batch-size", type=int, default=32, help="--whole-run: batch size")
-    parser.add_argument("--classes", type=int, default=4, help="--whole-run: Caltech101 classes")
-    parser.add_argument("--images", type=int, default=8, help="--whole-run: images per class")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=2, help="--whole-run: OPTIM.MAX_EPOCH"
+    )
+    parser.add_argument(
+        "--shots", type=positive_int, default=8, help="--whole-run: DATASET.NUM_SHOTS"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=32, help="--whole-run: batch size"
+    )
+    parser.add_argument(
+        "--classes", type=positive_int, default=4, help="--whole-run: Caltech101 classes"
+    )
+    parser.add_argument(
+        "--images", type=positive_int, default=8, help="--whole-run: images per class"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--run-worker", choices=("ours", "theirs"), help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)

@@ -44,6 +44,8 @@ os.environ.setdefault("OUTDATED_IGNORE", "1")  # datasets/ imports Dassl, which 
 from clip.model import CLIP  # noqa: E402
 
 from datasets import tinyworld_world as world  # noqa: E402
+from experiments.atomic import write_bytes  # noqa: E402
+from experiments.cli import any_int, non_negative_int, positive_float, positive_int  # noqa: E402
 from trainers.clip_prompt import (  # noqa: E402
     TextEncoder,
     load_clip,
@@ -192,14 +194,12 @@ def compact_state_dict(model: CLIP) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(state: dict[str, torch.Tensor], path: Path) -> None:
-    """Write `state` gzip-compressed to `path` (via a temporary sibling, renamed when complete)."""
+    """Write `state` gzip-compressed to `path`, atomically (experiments/atomic.py)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
     # mtime=0: the same weights give the same bytes.
-    partial.write_bytes(gzip.compress(buffer.getvalue(), compresslevel=9, mtime=0))
-    partial.rename(path)
+    packed = gzip.compress(buffer.getvalue(), compresslevel=9, mtime=0)
+    write_bytes(path, packed, "the pretrained tiny CLIP")
 
 
 @torch.no_grad()
@@ -251,13 +251,15 @@ def main(argv: list[str] | None = None) -> int:
         help=f"checkpoint to write (default: {SHIPPED.relative_to(REPO_ROOT)} in the repository "
         "when it does not exist yet)",
     )
-    parser.add_argument("--steps", type=int, default=1200, help="training steps (1200)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights and data (0)")
-    parser.add_argument("--batch-size", type=int, default=256, help="pairs per step (256)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (1e-3)")
+    parser.add_argument("--steps", type=positive_int, default=1200, help="training steps (1200)")
+    parser.add_argument("--seed", type=any_int, default=0, help="seed of weights and data (0)")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="pairs per step (256)")
+    parser.add_argument(
+        "--lr", type=positive_float, default=1e-3, help="peak AdamW learning rate (1e-3)"
+    )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="CPU threads (default: torch's choice; 1 is faster on a machine shared with "
         "other jobs)",
@@ -284,18 +286,6 @@ def main(argv: list[str] | None = None) -> int:
             f"MODEL.BACKBONE.PATH at it) or move the file away first.",
             file=sys.stderr,
         )
-        return 1
-    for flag in ("steps", "batch_size", "threads"):
-        low = 0 if flag == "threads" else 1
-        if getattr(args, flag) < low:
-            print(
-                f"error: --{flag.replace('_', '-')} is {getattr(args, flag)}; give an integer "
-                f">= {low}.",
-                file=sys.stderr,
-            )
-            return 1
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        print(f"error: --lr is {args.lr}; give a learning rate > 0 (e.g. 1e-3).", file=sys.stderr)
         return 1
     try:  # before the training, not after it
         check_writable_folder(str(output.parent), "--output's folder", "write the checkpoint to")

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from experiments.cli import positive_int, unit_float
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("CoOp", "ProGrad")
 CONFIG = "configs/trainers/{method}/rn50_ep50.yaml"  # in both repositories
@@ -134,13 +136,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--official", required=True, help="a checkout of BeierZhu/Prompt-align")
     parser.add_argument("--method", choices=METHODS, default="ProGrad")
-    parser.add_argument("--lambda", dest="lambda_", type=float, default=1.0, help="LOSS.LAMBDA")
+    parser.add_argument(
+        "--lambda", dest="lambda_", type=unit_float, default=1.0, help="LOSS.LAMBDA"
+    )
     parser.add_argument("--clip", default=None, help="a CLIP checkpoint (default: tiny random RN)")
-    parser.add_argument("--epochs", type=int, default=2, help="OPTIM.MAX_EPOCH")
-    parser.add_argument("--shots", type=int, default=8, help="DATASET.NUM_SHOTS")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per step")
-    parser.add_argument("--classes", type=int, default=4, help="synthetic Caltech101 classes")
-    parser.add_argument("--images", type=int, default=8, help="images per class")
+    parser.add_argument("--epochs", type=positive_int, default=2, help="OPTIM.MAX_EPOCH")
+    parser.add_argument("--shots", type=positive_int, default=8, help="DATASET.NUM_SHOTS")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per step")
+    parser.add_argument(
+        "--classes", type=positive_int, default=4, help="synthetic Caltech101 classes"
+    )
+    parser.add_argument("--images", type=positive_int, default=8, help="images per class")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument(
         "--whole-run", action="store_true", help="accepted for symmetry with the other tools"

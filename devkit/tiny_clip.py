@@ -305,3 +305,24 @@ def write_tiny_siglip_tokenizer(folder: Path) -> None:
         tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
     )
     fast.save_pretrained(str(folder))
+
+
+def build_maple_width_clip(layers: int = 3, seed: int = 0) -> CLIP:
+    """A ViT CLIP with ViT-B/16's tower widths (text 512, vision 768, heads width // 64) but 32x32
+    images and `layers` layers, OpenAI's fp16 weights. The official MaPLe code hard-codes those
+    widths in its prompt learner, so parity runs (devkit/maple_parity.py) need them."""
+    torch.manual_seed(seed)
+    model = CLIP(
+        embed_dim=64,
+        image_resolution=IMAGE_SIZE,
+        vision_layers=layers,
+        vision_width=768,
+        vision_patch_size=16,
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=512,
+        transformer_heads=8,
+        transformer_layers=layers,
+    )
+    convert_weights(model)
+    return model.eval()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from dassl.engine import TRAINER_REGISTRY
 
-from experiments.declarations import ConfigKey, Defaults, FixedEpochs, Method
+from experiments.declarations import ConfigKey, Defaults, FixedEpochs, Method, Values
 from trainers.coop import CoOp
 from trainers.steps import CoOpStep, coop_gradients
 
@@ -23,7 +23,7 @@ METHOD = Method(
     row=35,  # between CoCoOp and KD
     config_folder="CoOp",
     defaults={"fewshot": Defaults("rn50", epochs=FixedEpochs(2))},
-    config_keys=(ConfigKey("TRAINER.TOY.SCALE", 1.0, "factor on CoOp's gradient"),),
+    config_keys=(ConfigKey("TRAINER.TOY.SCALE", 1.0, "factor on CoOp's gradient", Values()),),
 )
 
 

@@ -2,6 +2,9 @@
 Caltech101 copy and a tiny CLIP, a trainer built in-process from that command line, a run as a
 subprocess, and what the tests read back (accuracy, a model's state). Needs Dassl."""
 
+import contextlib
+import io
+import os
 import re
 import subprocess
 import sys
@@ -9,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+import train
 from train import build_parser, seed_and_build, setup_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +46,35 @@ def run_train_py(*args) -> str:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+class KeepOpen(io.TextIOBase):
+    """A stdout for Dassl's setup_logger, whose Logger closes its console when it is
+    garbage-collected (that would close pytest's capture file)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+def run_in_process(args) -> None:
+    """train.py's command line in this process (no interpreter start-up), from the repository
+    root; a refusal raises SystemExit with its `error: ...` message."""
+    before = os.getcwd()  # contextlib.chdir is Python 3.11+; we support 3.10
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(KeepOpen(sys.stdout)):
+            train.run([str(arg) for arg in args])
+    finally:
+        os.chdir(before)
 
 
 def accuracy(log: str) -> float:

@@ -59,12 +59,59 @@ def paper_lambda(protocol: str, dataset: str, shots: int) -> float:
 
 
 @dataclass(frozen=True)
+class Values:
+    """The values a config key takes, beyond the type of its default (checked by train.py
+    before anything is built or written; trainers/inputs.py ``check_values``).
+
+    Bounds and choices apply to the value, or to each item of a list or tuple value. ``Values()``
+    says that any value of the default's type is fine (e.g. a path, checked elsewhere).
+    """
+
+    minimum: float | None = None  # the smallest value allowed
+    above: float | None = None  # values must be greater than this
+    maximum: float | None = None  # the largest value allowed
+    choices: tuple = ()  # the only values (or items) allowed
+    types: tuple[str, ...] = ()  # for a key declared None: the types it takes ("bool", "str")
+    length: int | None = None  # a list or tuple value: its number of items
+    note: str = ""  # what special values mean, e.g. "-1: all images"
+
+    def describe(self, default: object = None) -> str:
+        """What is allowed, in words, e.g. "an integer >= 1" or "one of fp16, fp32, amp"."""
+        item = default[0] if isinstance(default, (list, tuple)) and default else default
+        kind = {bool: "True or False", int: "an integer", float: "a number", str: "text"}.get(
+            type(item), "a value"
+        )
+        if self.types:
+            kind = " or ".join(TYPE_WORDS.get(name, name) for name in self.types)
+        bounds = []
+        if self.minimum is not None and self.maximum is not None:
+            bounds.append(f"in [{self.minimum}, {self.maximum}]")
+        elif self.minimum is not None:
+            bounds.append(f">= {self.minimum}")
+        elif self.maximum is not None:
+            bounds.append(f"<= {self.maximum}")
+        if self.above is not None:
+            bounds.append(f"> {self.above}")
+        text = f"{kind} {' and '.join(bounds)}".strip()
+        if self.choices:
+            text = "one of " + ", ".join(str(choice) for choice in self.choices)
+        if isinstance(default, (list, tuple)):
+            count = f"{self.length} " if self.length is not None else ""
+            text = f"a list of {count}items, each {text}"
+        return f"{text} ({self.note})" if self.note else text
+
+
+TYPE_WORDS = {"bool": "True or False", "str": "text", "NoneType": "None", "int": "an integer"}
+
+
+@dataclass(frozen=True)
 class ConfigKey:
     """A config key a method adds to Dassl's defaults: ``train.py`` declares exactly these."""
 
     key: str  # full yacs path, e.g. "TRAINER.COOP.N_CTX"
-    default: object  # None lets yacs take any type; the trainer's check_cfg checks it
+    default: object  # None lets yacs take any type; ``values.types`` says which
     comment: str  # one line: what it does and its values
+    values: Values | None = None  # the values it takes (train.py refuses others); None: any
 
 
 @dataclass(frozen=True)
@@ -103,6 +150,22 @@ COCOOP_PROTOCOL_DEFAULTS = {  # the CoOp repository's scripts/cocoop/
     "base2new": Defaults("vit_b16_c4_ep10_batch1_ctxv1", shots=16, epochs=FixedEpochs(10)),
     "xd": Defaults("vit_b16_c4_ep10_batch1_ctxv1", shots=16),
 }
+
+
+def maple_fewshot_epochs(dataset: str, shots: int) -> int:
+    """MaPLe's configs: 5 epochs; 2 on ImageNet (the cross-dataset source, as its own config).
+
+    vit_b16_c2_ep5_batch4_2ctx trains 5 epochs, vit_b16_c2_ep5_batch4_2ctx_cross_datasets (on
+    ImageNet, for cross-dataset transfer and domain generalisation) 2."""
+    return 2 if dataset == "imagenet" else 5
+
+
+MAPLE_PROTOCOL_DEFAULTS = {  # MaPLe's scripts/maple/: ViT-B/16, 16 shots, batch 4
+    "fewshot": Defaults("vit_b16_c2_ep5_batch4_2ctx", epochs=maple_fewshot_epochs),
+    "base2new": Defaults("vit_b16_c2_ep5_batch4_2ctx", shots=16, epochs=FixedEpochs(5)),
+    "xd": Defaults("vit_b16_c2_ep5_batch4_2ctx_cross_datasets", shots=16),
+}
+MAPLE_PROMPT = PromptKeys("TRAINER.MAPLE", 2, False)  # the c2 of vit_b16_c2_ep5_batch4_2ctx
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """A per-run lock: one process at a time trains or evaluates a run directory.
 
+Every writer takes it: ``train.py`` (its --output-dir), the run scripts (tools/protocols.py) and
+the sweeps. A script or sweep that holds it and starts ``train.py`` passes its token down
+(:data:`TOKEN_VARIABLE`), so the child runs under the parent's lock instead of waiting on it.
+
 The lock is the file ``<run_dir>/.run.lock``, created atomically (a hard link of a complete
 file, which works on the NFS-like file systems of clusters), naming its holder: host, pid, the
 process's start time, the Slurm job and a token. A holder that died never blocks for long:
@@ -24,10 +28,14 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 LOCK_NAME = ".run.lock"
+# A process that holds a run's lock and starts ``train.py`` on that run names its token here, so
+# train.py (which takes the lock of its output folder itself) goes on under the parent's lock.
+TOKEN_VARIABLE = "PROGRAD_RUN_LOCK_TOKEN"
 HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 300.0  # a heartbeat older than this is a dead holder on another host
 BREAK_STALE_SECONDS = 60.0  # a break lock is held for milliseconds; older ones are leftovers
@@ -134,6 +142,7 @@ class RunLock:
         self.stale_after = stale_after
         self.mine: Holder | None = None
         self.seen: Holder | None = None  # the live holder that made acquire() fail
+        self.inherited: Holder | None = None  # the parent's holding we run under
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -164,6 +173,38 @@ class RunLock:
                 return False
             self._break(current)
         return False
+
+    def acquire_or_inherit(self, environ: dict[str, str] | None = None) -> bool:
+        """Take the lock, or go on under it when our parent holds it and said so.
+
+        A parent that holds the lock passes its token in :data:`TOKEN_VARIABLE`
+        (:meth:`child_environment`); the child then neither takes nor releases the lock (the
+        parent's heartbeat keeps it). True when this process may run the run.
+        """
+        env = os.environ if environ is None else environ
+        token = env.get(TOKEN_VARIABLE, "")
+        current = read_holder(self.path)
+        if token and current is not None and current.token == token:
+            self.inherited = current
+            return True
+        return self.acquire()
+
+    def child_environment(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``environ`` (default: ours) plus this lock's token, for a child that runs the run."""
+        env = dict(os.environ if environ is None else environ)
+        if self.mine is not None:
+            env[TOKEN_VARIABLE] = self.mine.token
+        return env
+
+    def refusal(self, what: str) -> str:
+        """Why this process may not run the run (after acquire() failed), and what to do."""
+        holder = self.seen.describe() if self.seen else "another process that is starting it"
+        return (
+            f"{what} is being run by {holder} (its lock is {self.path}). Only one process "
+            f"writes a run at a time: wait for that one to end (or stop it), then run this "
+            f"command again; a finished run is not rerun, an unfinished one resumes. A lock "
+            f"left by a process that died does not block."
+        )
 
     def release(self) -> None:
         """Give the lock back (a no-op when it is not held)."""

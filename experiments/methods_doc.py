@@ -30,10 +30,11 @@ def _epochs(rule) -> str:
 
 
 def _keys_table(keys: Iterable[ConfigKey]) -> list[str]:
-    lines = ["| key | default | what it does |", "|---|---|---|"]
+    lines = ["| key | default | values | what it does |", "|---|---|---|---|"]
     for key in keys:
         comment = key.comment.replace("|", "\\|")
-        lines.append(f"| `{key.key}` | `{key.default!r}` | {comment} |")
+        values = key.values.describe(key.default) if key.values is not None else "any"
+        lines.append(f"| `{key.key}` | `{key.default!r}` | {values} | {comment} |")
     return lines
 
 

@@ -23,6 +23,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from experiments.atomic import save_figure
+
 # tag -> [(step, value)], with Dassl's tag names and steps: "train/<loss>" at iteration
 # epoch * num_batches + batch (0-based), "<split>/accuracy" at the 0-based epoch,
 # "prograd/<statistic>" at the 1-based epoch.
@@ -234,7 +236,7 @@ def plot_curves(curves: Curves, path: Path | str, title: str = "") -> list[str]:
     if title:
         figure.suptitle(title, fontsize="medium")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    save_figure(figure, path, "the training curves plot", dpi=110)
     return [panel.title for panel in panels]
 
 
@@ -255,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         curves, source = load_curves(args.run_dir)
         title = f"{Path(*args.run_dir.resolve().parts[-5:])} (from {source})"
         drawn = plot_curves(curves, output, title)
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:  # OSError: unreadable input, a failed write
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {output} ({', '.join(drawn)}; from {source})")

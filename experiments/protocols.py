@@ -880,7 +880,7 @@ def _run_locked(run: Run) -> None:
         if is_finished(run.run_dir, run.training):  # finished while we were getting here
             note(f"skip: {run.run_dir} has a complete log")
             return
-        code = subprocess.call(list(run.command))
+        code = subprocess.call(list(run.command), env=lock.child_environment())
     finally:
         lock.release()
     if code != 0:

@@ -35,6 +35,7 @@ from tabulate import tabulate
 # experiments/protocols.py; the names below are re-exported for the tools that import them from
 # here.
 from experiments import catalog
+from experiments.atomic import atomic_file, save_figure, write_text
 from experiments.protocols import (  # noqa: F401
     DEFAULT_VARIANT,
     DG_TARGETS,
@@ -538,7 +539,7 @@ def write_markdown(path: Path | str, tables: Sequence[Table], root: Path | str) 
     """All tables in one markdown file."""
     sections = [f"# Results under `{root}`\n"]
     sections += [f"## {render(table)}" for table in tables]
-    Path(path).write_text("\n".join(sections), encoding="utf-8")
+    write_text(path, "\n".join(sections), "the results tables (markdown)")
 
 
 def write_csvs(
@@ -587,7 +588,7 @@ def _setting_key(setting: Setting) -> tuple:
 
 
 def _write_csv(path: Path, headers: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_file(path, "a results table (CSV)", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(headers)
         writer.writerows(rows)
@@ -680,5 +681,5 @@ def plot_fewshot(stats: dict[Setting, Stat], path: Path | str) -> list[str]:
         axis.grid(alpha=0.3)
     axes.flat[0].legend(list(legend.values()), list(legend.keys()), fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path, "the few-shot plot", dpi=120)
     return list(legend)

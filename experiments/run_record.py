@@ -23,11 +23,12 @@ import hashlib
 import json
 import os
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from experiments.atomic import write_text
 
 FORMAT_VERSION = 1
 FILE_NAME = "run.json"
@@ -174,17 +175,7 @@ def write_record(run_dir: str | os.PathLike, record: RunRecord) -> RunRecord:
         else:
             reason = "is unreadable" if previous is None else "records another run"
             _set_aside(path, reason)
-    handle, temporary = tempfile.mkstemp(prefix=f".{FILE_NAME}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(_to_json(record))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    write_text(path, _to_json(record), "the run's record")
     return record
 
 
@@ -529,7 +520,9 @@ def recorded_run(cfg: Any, args: Any, method: str) -> Iterator[RecordedRun]:
     try:
         yield run
     except BaseException:
-        run.end("failed")
+        # On a full disk this write may fail too: the error that ended the run is the one to tell.
+        with contextlib.suppress(OSError):
+            run.end("failed")
         raise
     run.end("finished")
 

@@ -39,6 +39,8 @@ from dataclasses import asdict, astuple, dataclass, field, replace
 from pathlib import Path
 
 from experiments import protocols
+from experiments.atomic import write_text
+from experiments.cli import non_negative_int, positive_float, positive_int
 from experiments.locks import LOCK_NAME, live_holder, process_alive, process_start
 from experiments.protocols import (
     DG_TARGETS,
@@ -262,9 +264,9 @@ class Sweep:
             "workers": self.workers,
             "units": [[asdict(run) for run in unit] for unit in self.units],
         }
-        temporary = self.folder / "manifest.json.tmp"
-        temporary.write_text(json.dumps(data, indent=1))
-        os.replace(temporary, self.folder / "manifest.json")
+        write_text(
+            self.folder / "manifest.json", json.dumps(data, indent=1), "the sweep's manifest"
+        )
 
     @classmethod
     def load(cls, folder: Path) -> Sweep:
@@ -754,18 +756,20 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--cluster", choices=("auto", "slurm", "local"), default="auto")
         sub.add_argument("--dry-run", action="store_true", help="list the runs, submit nothing")
         sub.add_argument("--wait", action="store_true", help="progress bar until all finish")
-        sub.add_argument("--poll", type=float, default=30.0, help="seconds between checks")
+        sub.add_argument("--poll", type=positive_float, default=30.0, help="seconds between checks")
         slurm = sub.add_argument_group("Slurm (defaults: one ProGrad run on one GPU)")
         slurm.add_argument("--partition")
-        slurm.add_argument("--gpus", type=int, help="GPUs per task (1)")
-        slurm.add_argument("--cpus", type=int, help="CPUs per task (8)")
+        slurm.add_argument("--gpus", type=non_negative_int, help="GPUs per task (1)")
+        slurm.add_argument("--cpus", type=positive_int, help="CPUs per task (8)")
         slurm.add_argument("--mem", help="memory per task (32G)")
         slurm.add_argument("--time", help="time limit per task (12:00:00); requeued past it")
         slurm.add_argument("--account")
         slurm.add_argument("--qos")
-        slurm.add_argument("--parallel", type=int, help="tasks running at once (64)")
+        slurm.add_argument("--parallel", type=positive_int, help="tasks running at once (64)")
         local = sub.add_argument_group("local")
-        local.add_argument("--workers", type=int, help="concurrent runs (one per visible GPU)")
+        local.add_argument(
+            "--workers", type=positive_int, help="concurrent runs (one per visible GPU)"
+        )
     sub = commands.add_parser("status", help="done / running / queued / failed per cell")
     sub.add_argument("output", nargs="?", help="the OUTPUT folder (default $OUTPUT or output)")
     return parser

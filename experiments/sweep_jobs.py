@@ -34,6 +34,7 @@ from pathlib import Path
 
 import submitit
 
+from experiments.atomic import write_text
 from experiments.locks import RunLock, slurm_job_id
 from experiments.protocols import Run, is_finished, log_files
 
@@ -128,7 +129,11 @@ def run_one(run: Run, repo_root: str, sweep_dir: str, env: Mapping[str, str]) ->
         tail: deque[str] = deque(maxlen=200)
         with stderr_path.open("a") as sink:
             child = subprocess.Popen(
-                list(run.command), cwd=repo_root, env=dict(env), stderr=subprocess.PIPE, text=True
+                list(run.command),
+                cwd=repo_root,
+                env=lock.child_environment(env),
+                stderr=subprocess.PIPE,
+                text=True,
             )
             copier = threading.Thread(target=_tee, args=(child.stderr, sink, tail), daemon=True)
             copier.start()
@@ -170,10 +175,7 @@ def _write_failure(
         "time": time.time(),
         "run": asdict(run),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(record, indent=1))
-    os.replace(temporary, path)
+    write_text(path, json.dumps(record, indent=1), "the run's failure record")
 
 
 def run_unit(

@@ -133,7 +133,7 @@ def unwritable(folder: Path):
     ("typed", "meant"),
     [("TRAINER.COOP.NCTX", "TRAINER.COOP.N_CTX"), ("LOSS.LAMDA", "LOSS.LAMBDA"),
      ("trainer.coop.csc", "TRAINER.COOP.CSC"),
-     ("N_CTX", "TRAINER.COOP.N_CTX or TRAINER.COCOOP.N_CTX"),  # every group with an N_CTX
+     ("N_CTX", "TRAINER.COOP.N_CTX or TRAINER.COCOOP.N_CTX or TRAINER.MAPLE.N_CTX"),  # every N_CTX
      ("OPTIM.MAX_EPOCHS", "OPTIM.MAX_EPOCH")],
 )  # fmt: skip
 def test_unknown_option_key_names_it_and_the_closest_key(fails, tmp_path, data_root, clip_file,

@@ -337,20 +337,48 @@ def test_cocoop_trains_and_evaluates_on_cuda(
 @pytest.mark.parametrize(
     ("trainer_name", "opts", "message"),
     [
-        ("CoCoOp", ["TRAINER.COCOOP.PREC", "fp8"], 'TRAINER.COCOOP.PREC is "fp8"; use one of'),
-        ("CoCoOp", ["TRAINER.COCOOP.N_CTX", "0"], "TRAINER.COCOOP.N_CTX is 0; use an integer"),
+        (
+            "CoCoOp",
+            ["TRAINER.COCOOP.PREC", "fp8"],
+            'TRAINER.COCOOP.PREC is "fp8"; it takes one of',
+        ),
+        (
+            "CoCoOp",
+            ["TRAINER.COCOOP.N_CTX", "0"],
+            "TRAINER.COCOOP.N_CTX is 0; it takes an integer >= 1",
+        ),
         ("CoCoOp", ["CTX_INIT: True"], "TRAINER.COCOOP.CTX_INIT is True; give the words"),
-        ("CoCoOp", ["CTX_INIT: 4"], "TRAINER.COCOOP.CTX_INIT is 4; give the words"),
+        (
+            "CoCoOp",
+            ["CTX_INIT: 4"],
+            "TRAINER.COCOOP.CTX_INIT is 4; it takes None or True or False or text",
+        ),
         ("CoCoOp", ["CTX_INIT: ___"], "TRAINER.COCOOP.CTX_INIT is '___', which has no tokens"),
         (
             "CoCoOp",
             ["TRAINER.COCOOP.CTX_INIT", "''", "TRAINER.COCOOP.N_CTX", "80"],
             r"TRAINER.COCOOP.N_CTX gives 80 context vectors, too many .* use at most 7\d",
         ),
-        ("ProGradCoCoOp", ["LOSS.LAMBDA", "1.5"], r"LOSS.LAMBDA is 1.5; it must lie in \[0, 1\]"),
-        ("ProGradCoCoOp", ["MODEL.TEXT_ENCODER", "fast"], 'MODEL.TEXT_ENCODER is "fast"; use pa'),
-        ("ProGradCoCoOp", ["LOSS.PROJECTION", "tensor"], 'LOSS.PROJECTION is "tensor"; use per_'),
-        ("ProGrad", ["LOSS.PROJECTION", "all"], 'LOSS.PROJECTION is "all"; use per_tensor'),
+        (
+            "ProGradCoCoOp",
+            ["LOSS.LAMBDA", "1.5"],
+            r"LOSS.LAMBDA is 1.5; it takes a number in \[0, 1\]",
+        ),
+        (
+            "ProGradCoCoOp",
+            ["MODEL.TEXT_ENCODER", "fast"],
+            'MODEL.TEXT_ENCODER is "fast"; it takes one of pa',
+        ),
+        (
+            "ProGradCoCoOp",
+            ["LOSS.PROJECTION", "tensor"],
+            'LOSS.PROJECTION is "tensor"; it takes one of per_',
+        ),
+        (
+            "ProGrad",
+            ["LOSS.PROJECTION", "all"],
+            'LOSS.PROJECTION is "all"; it takes one of per_tensor',
+        ),
     ],
 )
 def test_bad_values_of_the_new_keys_are_refused_with_key_value_and_fix(

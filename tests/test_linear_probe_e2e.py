@@ -167,10 +167,19 @@ def test_a_probe_cannot_evaluate_classes_it_was_not_trained_on(
 @pytest.mark.parametrize(
     ("opts", "message"),
     [
-        (["TRAINER.LINEAR_PROBE.VALIDATION", "test"], 'VALIDATION is "test"; use "val"'),
-        (["TRAINER.LINEAR_PROBE.SEARCH_STEPS", "-1"], "SEARCH_STEPS is -1; use an integer >= 0"),
-        (["TRAINER.LINEAR_PROBE.MAX_ITER", "0"], "MAX_ITER is 0; use an integer >= 1"),
-        (["TRAINER.COOP.PREC", "fp8"], "TRAINER.COOP.PREC must be one of"),
+        (
+            ["TRAINER.LINEAR_PROBE.VALIDATION", "test"],
+            'VALIDATION is "test"; it takes one of val, train',
+        ),
+        (
+            ["TRAINER.LINEAR_PROBE.SEARCH_STEPS", "-1"],
+            "SEARCH_STEPS is -1; it takes an integer >= 0",
+        ),
+        (["TRAINER.LINEAR_PROBE.MAX_ITER", "0"], "MAX_ITER is 0; it takes an integer >= 1"),
+        (
+            ["TRAINER.COOP.PREC", "fp8"],
+            'TRAINER.COOP.PREC is "fp8"; it takes one of fp16, fp32, amp, bf16',
+        ),
     ],
 )
 def test_bad_linear_probe_values_are_refused_with_the_key(

@@ -12,12 +12,13 @@ from experiments.declarations import ConfigKey, Defaults, Method
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_ROWS = [
-    "ZeroshotCLIP", "LinearProbeCLIP", "CoOp", "CoCoOp", "KD", "KgCoOp", "ProGradCoCoOp", "ProGrad",
+    "ZeroshotCLIP", "LinearProbeCLIP", "CoOp", "CoCoOp", "MaPLe", "KD", "KgCoOp", "ProGradCoCoOp",
+    "ProGradMaPLe", "ProGrad",
 ]  # fmt: skip
 
 
 def test_the_catalog_finds_every_method_in_table_order():
-    """Eight methods, one per trainer module, in the paper's row order."""
+    """Ten methods, one per trainer module, in the paper's row order."""
     assert list(catalog.methods(environ={})) == PAPER_ROWS
 
 

@@ -152,7 +152,7 @@ def test_units_put_each_evaluation_after_the_training_it_loads():
         (("fewshot", "--trainers", "CoOp"), {"DATA": None}, "DATA is not set"),
         (("fewshot", "--trainers", "CoOp"), {"EXTRA_OPTS": "SEED"}, "not KEY VALUE pairs"),
         (("fewshot", "--trainers", "CoOp"), {"LAMBDA": "high"}, "LAMBDA=high is not a number"),
-        (("fewshot", "--trainers", "CoOp", "--workers", "0"), {}, "--workers 0: give at least 1"),
+        # --workers 0, --poll -1, ...: refused by argparse (experiments/cli.py), test_tool_flags.py
         (
             ("fewshot", "--trainers", "CoOp", "--subs", "new"),
             {},
@@ -505,8 +505,11 @@ def test_wait_lists_a_failed_run_with_its_log_and_last_error(tmp_path, data_root
     assert completed.returncode == 1, completed.stdout + completed.stderr
     run_dir = output / "caltech101" / "ProGrad" / "rn50_2shots"
     run_dir = run_dir / f"{VARIANT}_lambda2.0_epochs2" / "seed1"
-    assert f"failed: {run_dir}\n  log: {run_dir / 'log.txt'}\n" in completed.stdout
-    assert "failed (exit 1): error: LOSS.LAMBDA is 2.0; it must lie in [0, 1]" in completed.stdout
+    # Refused before anything is written (trainers/inputs.py check_values): no log.
+    assert f"failed: {run_dir}\n  log: (no log)\n" in completed.stdout
+    assert "failed (exit 1): error: LOSS.LAMBDA is 2.0; it takes a number in [0, 1]" in (
+        completed.stdout
+    )
     status = sweep("status", str(output), env=env, cwd=tmp_path)
     assert totals(status.stdout) == ["0", "0", "0", "1", "0"]
 

@@ -172,11 +172,11 @@ def test_seed_zero_is_applied():
 @pytest.mark.parametrize(
     ("opts", "message"),
     [
-        (["LOSS.LAMBDA", "1.5"], r"LOSS.LAMBDA is 1.5; it must lie in \[0, 1\]"),
+        (["LOSS.LAMBDA", "1.5"], r"LOSS.LAMBDA is 1.5; it takes a number in \[0, 1\]"),
         (["LOSS.T", "0.0"], "LOSS.T is 0.0"),
         (
             ["TRAINER.COOP.PREC", "fp8"],
-            'TRAINER.COOP.PREC must be one of fp16, fp32, amp, bf16, amp_fp16, amp_bf16, got "fp8"',
+            'TRAINER.COOP.PREC is "fp8"; it takes one of fp16, fp32, amp, bf16, amp_fp16, amp_bf16',
         ),
         (["TRAINER.COOP.CLASS_TOKEN_POSITION", "start"], 'CLASS_TOKEN_POSITION is "start"'),
         (["INPUT.SIZE", "(224, 224)"], r"INPUT.SIZE is \(224, 224\).*set INPUT.SIZE \(32, 32\)"),
@@ -263,7 +263,7 @@ def test_failing_run_leaves_existing_outputs_untouched(tmp_path, data_root, tiny
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode != 0
-    assert "error: LOSS.LAMBDA is 2.0; it must lie in [0, 1]" in result.stderr
+    assert "error: LOSS.LAMBDA is 2.0; it takes a number in [0, 1]" in result.stderr
     assert "Traceback" not in result.stderr
     assert (out / "log.txt").read_text() == "old log\n"
     assert (out / "prompt_learner" / "model.pth.tar-2").read_bytes() == b"old checkpoint"

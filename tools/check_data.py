@@ -49,6 +49,7 @@ from tqdm import tqdm  # noqa: E402
 import datasets  # noqa: E402,F401  (registers the datasets)
 from datasets.common import Layout, SplitEntries, image_problem, read_split_entries  # noqa: E402
 from experiments import catalog  # noqa: E402
+from experiments.cli import positive_int  # noqa: E402
 from experiments.declarations import SELF_GENERATING  # noqa: E402
 
 SPLITS = ("train", "val", "test")
@@ -337,14 +338,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--fast", action="store_true", help="open a sample of the images, not all (all must exist)"
     )
     parser.add_argument(
-        "--sample", type=int, default=50, help="images opened per split with --fast (default 50)"
+        "--sample",
+        type=positive_int,
+        default=50,
+        help="images opened per split with --fast (default 50)",
     )
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 on warnings too (counts that differ)"
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=min(8, os.cpu_count() or 1),
         help="threads that open images (default: the CPU count, at most 8)",
     )

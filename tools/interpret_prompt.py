@@ -35,6 +35,7 @@ import yaml  # noqa: E402
 from clip.simple_tokenizer import SimpleTokenizer  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
+from experiments.cli import positive_int  # noqa: E402
 from trainers.backbone import load_backbone, text_tower, tokenizer_of  # noqa: E402
 from trainers.dassl_compat import load_checkpoint  # noqa: E402
 
@@ -343,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "checkpoint", type=Path, help="<run>/prompt_learner/model.pth.tar-N, or a run directory"
     )
-    parser.add_argument("--topk", type=int, default=3, help="nearest words per vector (3)")
+    parser.add_argument("--topk", type=positive_int, default=3, help="nearest words per vector (3)")
     parser.add_argument(
         "--backbone",
         metavar="NAME",

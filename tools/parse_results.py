@@ -67,6 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     stats = aggregate(collection.runs)
     tables = build_tables(stats)
     print("\n".join(render(table) for table in tables))
+    try:
+        return write_outputs(args, tables, stats, collection)
+    except OSError as error:  # a full disk, a folder given as a file, ... (experiments/atomic.py)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def write_outputs(args: argparse.Namespace, tables, stats, collection) -> int:
+    """The --csv, --markdown and --plot files; the exit status."""
     if args.csv:
         paths = write_csvs(args.csv, tables, stats, collection.runs)
         print(f"wrote {len(paths)} CSV files to {args.csv}")

@@ -114,6 +114,10 @@ def read_labels(path: str) -> dict[str, str]:
         text = source.read_text()
     except UnicodeDecodeError as error:
         raise ValueError(f"{path} is not a label file (not text: {error})") from error
+    if not text.strip():
+        raise ValueError(
+            f"LABELS {path} is empty; give LOC_val_solution.csv, the devkit or a label text file"
+        )
     if text.startswith("ImageId,"):
         return read_kaggle_csv(text, path)
     return read_label_lines(text, path)

@@ -75,6 +75,13 @@ class PromptTrainer(CheckpointMixin, DataLoadingMixin, TrainerX):
         (fields named ``*loss``, in the order the log shows them)."""
         raise NotImplementedError
 
+    # The folder its checkpoints are filed under: <run>/<checkpoint_name>/model.pth.tar-N.
+    checkpoint_name = "prompt_learner"
+
+    def checkpoint_module(self) -> nn.Module:
+        """What the checkpoints hold (CoOp's format: the prompt learner itself)."""
+        return self.model.prompt_learner
+
     def after_step(self, step: Any) -> None:
         """Called after each applied (or skipped) update, e.g. for diagnostics."""
 
@@ -127,20 +134,20 @@ class PromptTrainer(CheckpointMixin, DataLoadingMixin, TrainerX):
         clip_model = load_clip_for(cfg, self.precision).to(self.device)
 
         self.model = self.build_custom_clip(clip_model, classnames)
-        prompt_learner = self.model.prompt_learner
+        checkpoint_module = self.checkpoint_module()
         for name, param in self.model.named_parameters():
             param.requires_grad_(name.startswith("prompt_learner."))
         if cfg.MODEL.INIT_WEIGHTS:
             path = cfg.MODEL.INIT_WEIGHTS
-            state = checkpoint_state_dict(load_checkpoint(path), path)
-            load_state_checked(prompt_learner, state, cfg.MODEL.INIT_WEIGHTS)
+            state = self.checkpoint_state(checkpoint_state_dict(load_checkpoint(path), path), path)
+            load_state_checked(checkpoint_module, state, cfg.MODEL.INIT_WEIGHTS)
         self.model.to(self.device)
 
         self.prompt_learner = self.model.prompt_learner
         self.trainable_params = [p for p in self.prompt_learner.parameters() if p.requires_grad]
         self.optim = build_optimizer(self.prompt_learner, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model("prompt_learner", self.prompt_learner, self.optim, self.sched)
+        self.register_model(self.checkpoint_name, checkpoint_module, self.optim, self.sched)
         self.skipped_steps = 0
 
         device_count = torch.cuda.device_count() if self.device.type == "cuda" else 0

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from dassl.engine import TRAINER_REGISTRY
 
-from experiments.declarations import COCOOP_PROTOCOL_DEFAULTS, ConfigKey, Method, PromptKeys
+from experiments.declarations import (
+    COCOOP_PROTOCOL_DEFAULTS,
+    ConfigKey,
+    Method,
+    PromptKeys,
+    Values,
+)
 
 from .backbone import Tokenizer, openai_tokenizer, tokenizer_for
 from .clip_prompt import check_text_encoder, count_tokens
@@ -22,17 +28,24 @@ METHOD = Method(
     defaults=COCOOP_PROTOCOL_DEFAULTS,
     prompt=PromptKeys("TRAINER.COCOOP", 4, False),  # the c4 of vit_b16_c4_ep10_batch1
     config_keys=(
-        ConfigKey("TRAINER.COCOOP.N_CTX", 16, "number of context vectors (when CTX_INIT is empty)"),
+        ConfigKey(
+            "TRAINER.COCOOP.N_CTX",
+            16,
+            "number of context vectors (when CTX_INIT is empty)",
+            Values(minimum=1),
+        ),
         # None lets check_cfg, not yacs, refuse other types with a clear message.
         ConfigKey(
             "TRAINER.COCOOP.CTX_INIT",
             None,
             'initialization words (N_CTX then ignored); ""/None: random',
+            Values(types=("NoneType", "bool", "str"), note="False: random"),
         ),
         ConfigKey(
             "TRAINER.COCOOP.PREC",
             "fp16",
             "fp16, fp32, amp, bf16, amp_fp16 or amp_bf16 (docs/backbones.md)",
+            Values(choices=("fp16", "fp32", "amp", "bf16", "amp_fp16", "amp_bf16")),
         ),
     ),
 )

@@ -12,21 +12,28 @@ from collections.abc import Iterable
 
 from yacs.config import CfgNode as CN
 
-from experiments.declarations import ConfigKey, Method
+from experiments.declarations import ConfigKey, Method, Values
 
 COMMON_KEYS = (
-    ConfigKey("DATASET.SUBSAMPLE_CLASSES", "all", "all, base or new (base-to-new protocol)"),
+    ConfigKey(
+        "DATASET.SUBSAMPLE_CLASSES",
+        "all",
+        "all, base or new (base-to-new protocol)",
+        Values(choices=("all", "base", "new")),
+    ),
     ConfigKey(
         "MODEL.BACKBONE.PATH",
         "",
         "local weights file (OpenAI's JIT archive or a state dict; open_clip's checkpoint), "
         "offline use; MODEL.BACKBONE.NAME may be open_clip:ARCH/TAG (docs/backbones.md)",
+        Values(note="a file, checked when the run starts"),
     ),
     ConfigKey(
         "MODEL.TEXT_ENCODER",
         "packed",
         'learned prompts\' text encoder: "packed" (fast, exact; the reference one on towers where '
         'it would not be exact, docs/backbones.md) or "reference" (the tower\'s plain one)',
+        Values(choices=("packed", "reference")),
     ),
 )
 
@@ -66,3 +73,93 @@ def extend_cfg(cfg: CN, methods: Iterable[Method]) -> None:
                 f"or read Dassl's"
             )
         node[leaf] = key.default
+
+
+# The values of the Dassl keys this project's trainers, datasets, configs and tools rely on (the
+# project's own keys declare theirs in their ConfigKey). train.py refuses any other value before
+# anything is built (trainers/inputs.py check_values); tests/test_config_values.py checks that
+# every key the code reads or configs/ sets is here or declared, and probes each one.
+_SAMPLERS = (
+    "RandomSampler",
+    "SequentialSampler",
+    "RandomDomainSampler",
+    "SeqDomainSampler",
+    "RandomClassSampler",
+)
+DASSL_KEYS: dict[str, Values] = {
+    "OUTPUT_DIR": Values(note="a folder, checked when the run starts"),
+    "RESUME": Values(note="a folder, checked when the run starts"),
+    "SEED": Values(minimum=-1, note="-1: not fixed"),
+    "USE_CUDA": Values(),
+    "TRAINER.NAME": Values(note="a registered trainer, checked when the run starts"),
+    "DATASET.ROOT": Values(note="a folder"),
+    "DATASET.NAME": Values(note="a registered dataset, checked when the run starts"),
+    "DATASET.SOURCE_DOMAINS": Values(),
+    "DATASET.TARGET_DOMAINS": Values(),
+    "DATASET.NUM_SHOTS": Values(minimum=-1, note="-1 or 0: every training image"),
+    "DATALOADER.NUM_WORKERS": Values(minimum=0),
+    "DATALOADER.TRAIN_X.BATCH_SIZE": Values(minimum=1),
+    "DATALOADER.TRAIN_X.SAMPLER": Values(choices=_SAMPLERS),
+    "DATALOADER.TEST.BATCH_SIZE": Values(minimum=1),
+    "DATALOADER.TEST.SAMPLER": Values(choices=_SAMPLERS),
+    "INPUT.SIZE": Values(minimum=1, length=2, note="height, width in pixels"),
+    "INPUT.INTERPOLATION": Values(choices=("bilinear", "bicubic", "nearest")),
+    "INPUT.TRANSFORMS": Values(
+        choices=(
+            "random_flip",
+            "random_resized_crop",
+            "normalize",
+            "instance_norm",
+            "random_crop",
+            "random_translation",
+            "center_crop",
+            "cutout",
+            "imagenet_policy",
+            "cifar10_policy",
+            "svhn_policy",
+            "randaugment",
+            "randaugment_fixmatch",
+            "randaugment2",
+            "gaussian_noise",
+            "colorjitter",
+            "randomgrayscale",
+            "gaussian_blur",
+        )
+    ),
+    "INPUT.NO_TRANSFORM": Values(),
+    "INPUT.PIXEL_MEAN": Values(length=3),
+    "INPUT.PIXEL_STD": Values(above=0, length=3),
+    "INPUT.CROP_PADDING": Values(minimum=0),
+    "INPUT.RRCROP_SCALE": Values(above=0, maximum=1, length=2),
+    "MODEL.INIT_WEIGHTS": Values(note="a prompt checkpoint file, checked when the run starts"),
+    "MODEL.BACKBONE.NAME": Values(),
+    "MODEL.HEAD.NAME": Values(),
+    "OPTIM.NAME": Values(choices=("adam", "amsgrad", "sgd", "rmsprop", "radam", "adamw")),
+    "OPTIM.LR": Values(above=0),
+    "OPTIM.WEIGHT_DECAY": Values(minimum=0),
+    "OPTIM.MOMENTUM": Values(minimum=0, maximum=1),
+    "OPTIM.LR_SCHEDULER": Values(choices=("single_step", "multi_step", "cosine")),
+    "OPTIM.STEPSIZE": Values(note="epochs at which the LR drops; -1: the last epoch"),
+    "OPTIM.GAMMA": Values(above=0),
+    "OPTIM.MAX_EPOCH": Values(minimum=1),
+    "OPTIM.WARMUP_EPOCH": Values(minimum=-1, note="-1 or 0: no warmup"),
+    "OPTIM.WARMUP_TYPE": Values(choices=("constant", "linear")),
+    "OPTIM.WARMUP_CONS_LR": Values(minimum=0),
+    "OPTIM.WARMUP_MIN_LR": Values(minimum=0),
+    "TRAIN.CHECKPOINT_FREQ": Values(minimum=0, note="0: the last epoch only"),
+    "TRAIN.PRINT_FREQ": Values(minimum=1),
+    "TRAIN.COUNT_ITER": Values(choices=("train_x", "train_u", "smaller_one")),
+    "TEST.SPLIT": Values(choices=("val", "test")),
+    "TEST.NO_TEST": Values(),
+    "TEST.FINAL_MODEL": Values(choices=("last_step", "best_val")),
+    "TEST.EVALUATOR": Values(),
+}
+
+
+def key_values(methods: Iterable[Method]) -> dict[str, Values]:
+    """{key: its allowed values} of every key that declares them: Dassl's above and ours."""
+    values = dict(DASSL_KEYS)
+    for key, _ in declared_keys(methods).values():
+        if key.values is not None:
+            values[key.key] = key.values
+    return values

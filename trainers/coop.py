@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from dassl.engine import TRAINER_REGISTRY
 
-from experiments.declarations import COOP_PROTOCOL_DEFAULTS, ConfigKey, Method
+from experiments.declarations import COOP_PROTOCOL_DEFAULTS, ConfigKey, Method, Values
 
 from .backbone import Tokenizer
 from .base import PromptTrainer
@@ -31,21 +31,28 @@ METHOD = Method(
     config_folder="CoOp",
     defaults=COOP_PROTOCOL_DEFAULTS,
     config_keys=(
-        ConfigKey("TRAINER.COOP.N_CTX", 16, "number of context vectors"),
-        ConfigKey("TRAINER.COOP.CSC", False, "class-specific context"),
+        ConfigKey("TRAINER.COOP.N_CTX", 16, "number of context vectors", Values(minimum=1)),
+        ConfigKey("TRAINER.COOP.CSC", False, "class-specific context", Values()),
         # None lets yacs take bool or str.
         ConfigKey(
             "TRAINER.COOP.CTX_INIT",
             None,
             'None/False/"": random context; words: CoOp\'s init (N_CTX ignored); True: the '
             "dataset's hand-crafted template, as the official ProGrad configs",
+            Values(types=("NoneType", "bool", "str")),
         ),
         ConfigKey(
             "TRAINER.COOP.PREC",
             "fp16",
             "fp16, fp32, amp, bf16, amp_fp16 or amp_bf16 (docs/backbones.md)",
+            Values(choices=("fp16", "fp32", "amp", "bf16", "amp_fp16", "amp_bf16")),
         ),
-        ConfigKey("TRAINER.COOP.CLASS_TOKEN_POSITION", "end", "end, middle or front"),
+        ConfigKey(
+            "TRAINER.COOP.CLASS_TOKEN_POSITION",
+            "end",
+            "end, middle or front",
+            Values(choices=("end", "middle", "front")),
+        ),
     ),
 )
 

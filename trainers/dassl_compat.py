@@ -17,6 +17,11 @@ Covered upstream code, each fixed here and nowhere else:
    checkpoints (it ignores their class-name-dependent buffers).
 4. Dassl's resume restores no RNG and finds only TRAIN.CHECKPOINT_FREQ checkpoints.
    -> `CheckpointMixin.resume_model_if_exist` also reads the per-epoch state of resume.py.
+5. dassl/utils/torchtools.py `save_checkpoint` (called by `TrainerBase.save_model`) writes the
+   checkpoint, its `checkpoint` pointer and `model-best.pth.tar` in place: a kill leaves a
+   half-written file, and a full disk ends in torch's "unexpected pos ..." traceback.
+   -> `SaveModelMixin.save_model` / `save_checkpoint` below: the same files and format, each
+   written atomically by experiments/atomic.py, a full disk named in one paragraph.
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from __future__ import annotations
 import os
 import os.path as osp
 import pickle
+from collections import OrderedDict
 
 import torch
 from dassl.optim import build_lr_scheduler as dassl_build_lr_scheduler
 from torch.optim.lr_scheduler import LRScheduler
+
+from experiments.atomic import copy_file, save_torch, write_text
 
 from .resume import RESUME_FILE, load_resume_state, rng_state, save_resume_state, set_rng_state
 
@@ -195,8 +203,61 @@ def load_state_checked(model: torch.nn.Module, state_dict: dict, path: str) -> N
     model.load_state_dict(state_dict, strict=False)
 
 
-class CheckpointMixin:
-    """Checkpoint loading for Dassl trainers (see the module docstring, items 2 and 3)."""
+def save_checkpoint(state: dict, save_dir: str, is_best: bool = False, model_name: str = "") -> str:
+    """Dassl's `save_checkpoint` (same files, same format), every file written atomically.
+
+    Args:
+        state: {"state_dict", "epoch", "optimizer", "scheduler", "val_result"}.
+        save_dir: `<run>/<model name>`.
+        is_best: also copy it to `model-best.pth.tar`.
+        model_name: the file name; default `model.pth.tar-<epoch>`.
+
+    Returns:
+        the checkpoint's path.
+    """
+    state = dict(state)  # Dassl drops DataParallel's "module." prefix
+    state["state_dict"] = OrderedDict(
+        (key[len("module.") :] if key.startswith("module.") else key, value)
+        for key, value in state["state_dict"].items()
+    )
+    epoch = state["epoch"]
+    name = model_name or f"model.pth.tar-{epoch}"
+    path = osp.join(save_dir, name)
+    save_torch(state, path, f"the checkpoint of epoch {epoch}")
+    print(f"Checkpoint saved to {path}")
+    write_text(osp.join(save_dir, "checkpoint"), f"{name}\n", "the name of the newest checkpoint")
+    if is_best:
+        best = osp.join(save_dir, "model-best.pth.tar")
+        copy_file(path, best, "the best checkpoint")
+        print(f'Best checkpoint saved to "{best}"')
+    return path
+
+
+class SaveModelMixin:
+    """Dassl's `TrainerBase.save_model` through the atomic `save_checkpoint` (item 5)."""
+
+    def save_model(
+        self,
+        epoch: int,
+        directory: str,
+        is_best: bool = False,
+        val_result: float | None = None,
+        model_name: str = "",
+    ) -> None:
+        for name in self.get_model_names():
+            optim, sched = self._optims[name], self._scheds[name]
+            state = {
+                "state_dict": self._models[name].state_dict(),
+                "epoch": epoch + 1,
+                "optimizer": optim.state_dict() if optim is not None else None,
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "val_result": val_result,
+            }
+            save_checkpoint(state, osp.join(directory, name), is_best, model_name)
+
+
+class CheckpointMixin(SaveModelMixin):
+    """Checkpoint saving and loading for Dassl trainers (module docstring, items 2, 3 and 5)."""
 
     def load_model(self, directory: str, epoch: int | None = None) -> None:
         """Load `<directory>/<name>/model.pth.tar-<epoch>` (default: model-best.pth.tar)."""
@@ -211,7 +272,12 @@ class CheckpointMixin:
             shown = "" if val_result is None else f", val_result={val_result:.1f}"
             epoch_shown = checkpoint.get("epoch", "?")
             print(f'Loading weights to {name} from "{path}" (epoch={epoch_shown}{shown})')
-            load_state_checked(self._models[name], checkpoint_state_dict(checkpoint, path), path)
+            state = self.checkpoint_state(checkpoint_state_dict(checkpoint, path), path)
+            load_state_checked(self._models[name], state, path)
+
+    def checkpoint_state(self, state_dict: dict, path: str) -> dict:
+        """The part of a checkpoint's weights that the registered model takes (here: all)."""
+        return state_dict
 
     def resume_model_if_exist(self, directory: str) -> int:
         """Continue from the newest of our per-epoch resume state and Dassl's last checkpoint.

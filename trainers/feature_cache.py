@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import torch
 
+from experiments.atomic import save_torch
 from experiments.run_record import file_sha256  # noqa: F401  (the backbone file's content hash)
 
 FEATURE_FORMAT = 1
@@ -120,15 +121,8 @@ class FeatureCache:
     def store(self, key: FeatureKey, features: SplitFeatures) -> Path:
         """Write the entry of `key` atomically; returns its path."""
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         data = {"key": key.as_dict(), **features._asdict()}
-        try:
-            torch.save(data, temporary)
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        save_torch(data, path, "an image-feature cache entry")  # experiments/atomic.py
         return path
 
     def get_or_extract(

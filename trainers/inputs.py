@@ -11,7 +11,10 @@ command line. Here every key and value is checked against the declared tree, Das
 * keys: unknown ones are refused with the closest declared key;
 * values: checked against the type of the declared default. A key declared None takes any type;
   an integer is taken for a float, ``true``/``false`` for a boolean, any word for a text key;
-* command-line options: a key without its value, or a ``--flag`` after the options, is named.
+* command-line options: a key without its value, or a ``--flag`` after the options, is named;
+* ranges and choices: once everything is merged, :func:`check_values` checks each key that
+  declares its values (``Values`` of experiments/declarations.py: the project's ``ConfigKey`` s
+  and trainers/config.py ``DASSL_KEYS``), e.g. ``OPTIM.MAX_EPOCH 0`` is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Any
 
 import yaml
 from yacs.config import CfgNode
+
+from experiments.declarations import Values
 
 # The value types yacs can hold.
 VALUE_TYPES = (str, int, float, bool, list, tuple, type(None))
@@ -210,17 +215,25 @@ def pair_options(opts: Sequence[str], declared: CfgNode) -> list[tuple[str, str,
     return triples
 
 
-def merge_options(cfg: CfgNode, declared: CfgNode, opts: Sequence[str]) -> None:
+def merge_options(
+    cfg: CfgNode,
+    declared: CfgNode,
+    opts: Sequence[str],
+    sources: dict[str, str] | None = None,
+) -> None:
     """Merge command-line ``KEY VALUE`` options into ``cfg``, every key and value checked.
 
     Args:
         cfg: the config being built (mutable).
         declared: the config tree before any file or option was merged.
         opts: the words after train.py's flags.
+        sources: if given, {key: where it was set} is recorded in it (for check_values).
     """
     for key, given, default in pair_options(opts, declared):
         value = CfgNode._decode_cfg_value(given)
         set_value(cfg, key, coerce(key, value, default, given, COMMAND_LINE))
+        if sources is not None:
+            sources[key] = COMMAND_LINE
 
 
 def flatten(mapping: Mapping, declared: CfgNode, source: str, prefix: str = ""):
@@ -240,7 +253,13 @@ def flatten(mapping: Mapping, declared: CfgNode, source: str, prefix: str = ""):
         yield key, value, check_key(key, declared, source)
 
 
-def merge_config_file(cfg: CfgNode, declared: CfgNode, path: str, flag: str) -> None:
+def merge_config_file(
+    cfg: CfgNode,
+    declared: CfgNode,
+    path: str,
+    flag: str,
+    sources: dict[str, str] | None = None,
+) -> None:
     """Merge a YAML config file into ``cfg``, every key and value checked.
 
     Args:
@@ -248,6 +267,7 @@ def merge_config_file(cfg: CfgNode, declared: CfgNode, path: str, flag: str) -> 
         declared: the config tree before any file or option was merged.
         path: the YAML file.
         flag: the command-line flag that named it, for messages.
+        sources: if given, {key: where it was set} is recorded in it (for check_values).
     """
     check_readable_file(path, flag, "a YAML config file from configs/")
     try:
@@ -274,6 +294,90 @@ def merge_config_file(cfg: CfgNode, declared: CfgNode, path: str, flag: str) -> 
     for key, given, default in flatten(loaded, declared, source):
         value = CfgNode._decode_cfg_value(given)
         set_value(cfg, key, coerce(key, value, default, given, source))
+        if sources is not None:
+            sources[key] = source
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _same_kind(item: Any, example: Any) -> bool:
+    """Whether ``item`` is of the type of ``example`` (an integer counts as a number)."""
+    if isinstance(example, bool):
+        return isinstance(item, bool)
+    if isinstance(example, int):
+        return isinstance(item, int) and not isinstance(item, bool)
+    if isinstance(example, float):
+        return _is_number(item)
+    if isinstance(example, str):
+        return isinstance(item, str)
+    if isinstance(example, (list, tuple)):
+        return isinstance(item, (list, tuple))
+    return True
+
+
+def allowed(value: Any, default: Any, values: Values) -> bool:
+    """Whether ``value`` is of the declared type (that of ``default``, or ``values.types``) and
+    within ``values``' bounds, choices and length (each item of a list or tuple)."""
+    if values.types:
+        if type(value).__name__ not in values.types:
+            return False
+    elif default is not None and not _same_kind(value, default):
+        return False
+    if isinstance(value, (list, tuple)):
+        if values.length is not None and len(value) != values.length:
+            return False
+        items = list(value)
+        example = default[0] if isinstance(default, (list, tuple)) and default else None
+        if example is not None and not all(_same_kind(item, example) for item in items):
+            return False
+    else:
+        items = [value]
+    for item in items:
+        if values.choices and item not in values.choices:
+            return False
+        bounded = (values.minimum, values.maximum, values.above) != (None, None, None)
+        if bounded and not _is_number(item):
+            return False
+        if values.minimum is not None and item < values.minimum:
+            return False
+        if values.maximum is not None and item > values.maximum:
+            return False
+        if values.above is not None and item <= values.above:
+            return False
+    return True
+
+
+def check_values(
+    cfg: CfgNode,
+    declared: CfgNode,
+    checks: Mapping[str, Values],
+    sources: Mapping[str, str] | None = None,
+) -> None:
+    """Every key of ``checks`` holds an allowed value; else a ValueError naming key, value,
+    where it was set and what is allowed.
+
+    Args:
+        cfg: the merged config.
+        declared: the config tree before any file or option was merged (the declared defaults).
+        checks: {key: its Values} (trainers/config.py ``key_values``).
+        sources: {key: where it was set}, as recorded by the merge functions.
+    """
+    sources = sources or {}
+    for key, values in checks.items():
+        if not _declared(cfg, key):
+            continue  # a key of a method that is not loaded
+        value, default = node_at(cfg, key), node_at(declared, key)
+        if allowed(value, default, values):
+            continue
+        where = f" (set {sources[key]})" if key in sources else ""
+        example = format_value(default) if default is not None else "VALUE"
+        shown = f'"{value}"' if isinstance(value, str) else repr(value)
+        raise ValueError(
+            f"{key} is {shown}; it takes {values.describe(default)}{where}. Give an allowed "
+            f"value, e.g. its default: {key} {example}."
+        )
 
 
 def check_readable_file(path: str, what: str, expected: str) -> None:

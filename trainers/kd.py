@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from dassl.engine import TRAINER_REGISTRY
 
-from experiments.declarations import COOP_PROTOCOL_DEFAULTS, ConfigKey, Method
+from experiments.declarations import COOP_PROTOCOL_DEFAULTS, ConfigKey, Method, Values
 
 from .baseline_steps import DistillationStep, distillation_gradients
 from .coop import CoOp
@@ -30,6 +30,7 @@ METHOD = Method(
             0.5,
             "weight α in [0, 1] of the KL term, (1 - α) CE + α T² KL; 0 is CoOp's loss (and the "
             "official code's default, which would make kd plain CoOp)",
+            Values(minimum=0, maximum=1),
         ),
     ),
 )

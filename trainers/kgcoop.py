@@ -22,7 +22,7 @@ import math
 import torch
 from dassl.engine import TRAINER_REGISTRY
 
-from experiments.declarations import ConfigKey, Defaults, FixedEpochs, Method, PromptKeys
+from experiments.declarations import ConfigKey, Defaults, FixedEpochs, Method, PromptKeys, Values
 
 from .baseline_steps import KgCoOpStep, kgcoop_gradients
 from .clip_prompt import count_tokens, template_for, zero_shot_text_features
@@ -50,6 +50,7 @@ METHOD = Method(
             1.0,
             "KgCoOp: weight W >= 0 of 1 - mean cos(learned, hand-crafted text features); the "
             "official default (their scripts pass 8.0)",
+            Values(minimum=0),
         ),
     ),
 )

@@ -29,11 +29,11 @@ from dassl.data.datasets import DATASET_REGISTRY
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from torch import nn
 
-from experiments.declarations import DG_TARGET, ConfigKey, Defaults, Method
+from experiments.declarations import DG_TARGET, ConfigKey, Defaults, Method, Values
 
 from .backbone import backbone_fingerprint, resolve_backbone_file
 from .base import load_clip_for
-from .dassl_compat import checkpoint_state_dict, load_checkpoint
+from .dassl_compat import SaveModelMixin, checkpoint_state_dict, load_checkpoint
 from .data_loading import DataLoadingMixin, ReadableImagesWrapper
 from .feature_cache import (
     FeatureCache,
@@ -70,13 +70,22 @@ METHOD = Method(
             "TRAINER.LINEAR_PROBE.VALIDATION",
             "val",
             'C chosen on: "val" split, or "train" hold-out (TRAINER.COOP.PREC sets the precision)',
+            Values(choices=("val", "train")),
         ),
-        ConfigKey("TRAINER.LINEAR_PROBE.SEARCH_STEPS", 8, "rounds of the C search after the grid"),
-        ConfigKey("TRAINER.LINEAR_PROBE.MAX_ITER", 1000, "L-BFGS iterations per fit"),
+        ConfigKey(
+            "TRAINER.LINEAR_PROBE.SEARCH_STEPS",
+            8,
+            "rounds of the C search after the grid",
+            Values(minimum=0),
+        ),
+        ConfigKey(
+            "TRAINER.LINEAR_PROBE.MAX_ITER", 1000, "L-BFGS iterations per fit", Values(minimum=1)
+        ),
         ConfigKey(
             "TRAINER.LINEAR_PROBE.FEATURE_CACHE",
             "",
             'image-feature cache; "" is $XDG_CACHE_HOME (or ~/.cache)/prograd/clip_features',
+            Values(note="a folder"),
         ),
     ),
 )
@@ -204,7 +213,7 @@ def rows_of(split: SplitFeatures, items) -> torch.Tensor:
 
 
 @TRAINER_REGISTRY.register()
-class LinearProbeCLIP(DataLoadingMixin, TrainerX):
+class LinearProbeCLIP(SaveModelMixin, DataLoadingMixin, TrainerX):
     """Logistic regression on frozen CLIP image features (CoOp's lpclip/ protocol)."""
 
     def check_cfg(self, cfg) -> None:

@@ -14,6 +14,7 @@ from experiments.declarations import (
     COOP_PROTOCOL_DEFAULTS,
     ConfigKey,
     Method,
+    Values,
     paper_lambda,
 )
 
@@ -31,14 +32,30 @@ METHOD = Method(
     defaults=COOP_PROTOCOL_DEFAULTS,
     lambda_rule=paper_lambda,
     config_keys=(
-        ConfigKey("LOSS.NAME", "prograd", 'ProGrad trainer: "prograd", or "kd" (the KD trainer)'),
-        ConfigKey("LOSS.T", 1.0, "distillation temperature of the KL term (scaled by T^2)"),
-        ConfigKey("LOSS.LAMBDA", 1.0, "projection strength in [0, 1]; 0 is CoOp's update"),
+        ConfigKey(
+            "LOSS.NAME",
+            "prograd",
+            'ProGrad trainer: "prograd", or "kd" (the KD trainer)',
+            Values(choices=("prograd", "kd")),
+        ),
+        ConfigKey(
+            "LOSS.T",
+            1.0,
+            "distillation temperature of the KL term (scaled by T^2)",
+            Values(above=0),
+        ),
+        ConfigKey(
+            "LOSS.LAMBDA",
+            1.0,
+            "projection strength in [0, 1]; 0 is CoOp's update",
+            Values(minimum=0, maximum=1),
+        ),
         ConfigKey(
             "LOSS.PROJECTION",
             "per_tensor",
             "per_tensor: each trainable tensor projected on its own (official code); whole: as "
             "one vector",
+            Values(choices=("per_tensor", "whole")),
         ),
     ),
 )

@@ -11,12 +11,13 @@ run.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from experiments.atomic import save_torch
 
 RESUME_FILE = Path("resume") / "state.pth"
 STATE_KEYS = ("epoch", "models", "rng")  # what save_resume_state's state always holds
@@ -48,10 +49,7 @@ def set_rng_state(state: dict) -> None:
 def save_resume_state(output_dir: str, state: dict) -> Path:
     """Write `state` to `<output_dir>/resume/state.pth` atomically (never a half-written file)."""
     path = Path(output_dir) / RESUME_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    save_torch(state, path, f"the resume state after epoch {state['epoch']}")
     return path
 
 
