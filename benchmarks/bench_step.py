@@ -2,7 +2,9 @@
 CLIP shapes (issue #5).
 
 For each backbone (RN50, ViT-B/16 with their real hyper-parameters and random weights, so nothing
-is downloaded), class count and precision, this script times three steps on the same batches:
+is downloaded; open_clip:ViT-B-16, open_clip's ViT-B-16 config: GELU blocks, as the LAION-2B and
+DataComp weights, built by open_clip), class count and precision, this script times three steps
+on the same batches:
 
     straightforward CoOp  CoOp's original code path (`StraightforwardCoOp` below): the text
                           encoder over all 77 positions with its 77x77 mask, the image encoder
@@ -69,6 +71,7 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from experiments.cli import positive_int
+from trainers.backbone import image_tower
 from trainers.baseline_steps import distillation_gradients, kgcoop_gradients
 from trainers.clip_prompt import (
     CustomCLIP,
@@ -99,6 +102,9 @@ BACKBONES: dict[str, dict] = {
         "vision_patch_size": 16,
     },
 }
+# open_clip shapes: "open_clip:ARCH" -> open_clip's model config ARCH, random weights.
+OPEN_CLIP_BACKBONES = {"open_clip:ViT-B-16": "ViT-B-16"}
+BACKBONES.update({name: {} for name in OPEN_CLIP_BACKBONES})
 TEXT_TRANSFORMER = {
     "context_length": 77,
     "vocab_size": 49408,
@@ -154,6 +160,12 @@ def build_clip(backbone: str, precision: Precision, device: torch.device) -> CLI
     OpenAI's weights are fp16 (convert_weights); fp32 and amp keep them in fp32 (.float()).
     """
     torch.manual_seed(0)
+    if backbone in OPEN_CLIP_BACKBONES:
+        import open_clip
+
+        model = open_clip.CLIP(**open_clip.get_model_config(OPEN_CLIP_BACKBONES[backbone]))
+        precision.cast_weights(model)  # fp32 under fp32/amp, fp16 whole under fp16
+        return model.to(device).eval().requires_grad_(False)
     model = CLIP(**BACKBONES[backbone], **TEXT_TRANSFORMER)
     convert_weights(model)
     if precision.weights_fp32:
@@ -172,7 +184,7 @@ class StraightforwardCoOp(nn.Module):
         self.image_encoder = clip_model.visual
         self.text_encoder = ReferenceTextEncoder(clip_model)  # CoOp's TextEncoder
         self.logit_scale = clip_model.logit_scale
-        self.dtype = clip_model.dtype
+        self.dtype = image_tower(clip_model).dtype
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images -> (B, C) logits."""
@@ -421,7 +433,7 @@ def run_worker(spec: dict) -> dict:
     clip_model = build_clip(spec["backbone"], precision, device)
     if device.type == "cpu":
         cap_address_space()
-    resolution = clip_model.visual.input_resolution
+    resolution = image_tower(clip_model).resolution
     classes = sorted(spec["classes"])
     all_names = synthetic_classnames(classes[-1])
     # The class lists are nested, so the teacher of the largest count serves every count.
@@ -536,10 +548,10 @@ def run_image_worker(spec: dict) -> dict:
     device = torch.device(spec["device"])
     precision = Precision(spec["precision"], device)
     clip_model = build_clip(spec["backbone"], precision, device)
-    resolution = clip_model.visual.input_resolution
+    tower = image_tower(clip_model)
     generator = torch.Generator().manual_seed(1)
-    image = torch.randn(spec["batch"], 3, resolution, resolution, generator=generator).to(device)
-    image = image.type(clip_model.dtype)
+    image = torch.randn(spec["batch"], 3, tower.resolution, tower.resolution, generator=generator)
+    image = image.to(device).type(tower.dtype)
     frozen = FrozenImageEncoder(clip_model.visual)
 
     def clip_visual() -> torch.Tensor:

@@ -540,7 +540,10 @@ def table_backbone(record: RunRecord) -> str:
     from experiments.protocols import backbone_of
 
     backbone = backbone_of(record.config)
-    return f"{backbone} [{record.backbone.identity}]" if record.backbone.path else backbone
+    # OpenAI's published weights by name are the config name alone; a file or an open_clip model
+    # (open_clip:ARCH/TAG) carries its identity, so it never shares OpenAI's table.
+    named = record.backbone.path or record.backbone.name.startswith("open_clip:")
+    return f"{backbone} [{record.backbone.identity}]" if named else backbone
 
 
 def setting_key(record: RunRecord, variant: str = "") -> tuple[str, str, str, str, int, str, str]:

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny CLIP checkpoints written once per session."""
 
 import atexit
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -35,3 +36,17 @@ def tinyworld_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tinyworld_data")
     ensure_tinyworld(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_open_clip_files(tmp_path_factory) -> dict[str, Path]:
+    """{kind: weights file} of tiny open_clip models of every tower kind ("openai": tiny OpenAI
+    weights with open_clip's config; "eva02": a timm EVA02 tower, registered with timm in this
+    process), written once."""
+    from devkit.tiny_clip import TINY_OPEN_CLIP_KINDS, write_tiny_open_clip
+
+    folder = tmp_path_factory.mktemp("open_clip")
+    kinds = [*TINY_OPEN_CLIP_KINDS, "openai", "eva02"]  # eva02 registers its timm tower
+    if importlib.util.find_spec("transformers"):  # SigLIP's Hugging Face tokenizer needs it
+        kinds.append("siglip")
+    return {kind: write_tiny_open_clip(folder / kind, kind) for kind in kinds}

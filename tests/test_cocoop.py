@@ -339,8 +339,8 @@ def test_cocoop_trains_and_evaluates_on_cuda(
     [
         (
             "CoCoOp",
-            ["TRAINER.COCOOP.PREC", "bf16"],
-            'TRAINER.COCOOP.PREC is "bf16"; it takes one of',
+            ["TRAINER.COCOOP.PREC", "fp8"],
+            'TRAINER.COCOOP.PREC is "fp8"; it takes one of',
         ),
         (
             "CoCoOp",

@@ -134,10 +134,18 @@ def test_inside_no_grad_and_inference_mode_gives_the_same_features():
             torch.testing.assert_close(encoder(images()), expected, atol=0, rtol=0)
 
 
-def test_an_image_encoder_that_is_not_clips_is_rejected():
-    """Anything but CLIP's ModifiedResNet / VisionTransformer is a ValueError naming its type."""
-    with pytest.raises(ValueError, match="ModifiedResNet or VisionTransformer.*Sequential"):
-        FrozenImageEncoder(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3)))
+def test_other_image_towers_give_their_own_forward():
+    """A tower that is not OpenAI's (open_clip's, timm's) runs its own forward, exactly."""
+    torch.manual_seed(0)
+    tower = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten()).eval()
+    image = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(FrozenImageEncoder(tower)(image), tower(image), atol=0, rtol=0)
+
+
+def test_an_image_encoder_without_weights_is_rejected():
+    """A module without parameters is not an image tower: a ValueError naming its type."""
+    with pytest.raises(ValueError, match="CLIP image tower.*Identity"):
+        FrozenImageEncoder(torch.nn.Identity())
 
 
 @pytest.mark.parametrize("backbone", list(REAL_WIDTHS))

@@ -177,8 +177,8 @@ def test_a_probe_cannot_evaluate_classes_it_was_not_trained_on(
         ),
         (["TRAINER.LINEAR_PROBE.MAX_ITER", "0"], "MAX_ITER is 0; it takes an integer >= 1"),
         (
-            ["TRAINER.COOP.PREC", "bf16"],
-            'TRAINER.COOP.PREC is "bf16"; it takes one of fp16, fp32, amp',
+            ["TRAINER.COOP.PREC", "fp8"],
+            'TRAINER.COOP.PREC is "fp8"; it takes one of fp16, fp32, amp, bf16',
         ),
     ],
 )

@@ -202,8 +202,8 @@ def test_one_process_evaluating_several_runs_writes_what_separate_runs_write(
         ]
 
     loads = []
-    real_load = trainers.base.load_clip
-    monkeypatch.setattr(trainers.base, "load_clip", lambda *a: loads.append(a) or real_load(*a))
+    real_load = trainers.base.load_backbone
+    monkeypatch.setattr(trainers.base, "load_backbone", lambda *a: loads.append(a) or real_load(*a))
     for argv in commands(tmp_path / "separate"):
         assert evaluate_many.run_one(argv) is None  # a fresh load each, as separate processes
     assert len(loads) == 2

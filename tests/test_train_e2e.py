@@ -175,8 +175,8 @@ def test_seed_zero_is_applied():
         (["LOSS.LAMBDA", "1.5"], r"LOSS.LAMBDA is 1.5; it takes a number in \[0, 1\]"),
         (["LOSS.T", "0.0"], "LOSS.T is 0.0"),
         (
-            ["TRAINER.COOP.PREC", "bf16"],
-            'TRAINER.COOP.PREC is "bf16"; it takes one of fp16, fp32, amp',
+            ["TRAINER.COOP.PREC", "fp8"],
+            'TRAINER.COOP.PREC is "fp8"; it takes one of fp16, fp32, amp, bf16, amp_fp16, amp_bf16',
         ),
         (["TRAINER.COOP.CLASS_TOKEN_POSITION", "start"], 'CLASS_TOKEN_POSITION is "start"'),
         (["INPUT.SIZE", "(224, 224)"], r"INPUT.SIZE is \(224, 224\).*set INPUT.SIZE \(32, 32\)"),

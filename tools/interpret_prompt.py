@@ -36,7 +36,7 @@ from clip.simple_tokenizer import SimpleTokenizer  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 from experiments.cli import positive_int  # noqa: E402
-from trainers.clip_prompt import load_clip  # noqa: E402
+from trainers.backbone import load_backbone, text_tower, tokenizer_of  # noqa: E402
 from trainers.dassl_compat import load_checkpoint  # noqa: E402
 
 CONFIG_FILE = "config.yaml"
@@ -205,15 +205,24 @@ def backbone_for(checkpoint: Path, name: str | None = None, path: str | None = N
 
 def load_token_embedding(backbone: Backbone) -> torch.Tensor:
     """CLIP's token embedding of `backbone`: (V, D_t) float32, V = 49408 vocabulary tokens."""
+    return load_vocabulary(backbone)[0]
+
+
+def load_vocabulary(backbone: Backbone) -> tuple[torch.Tensor, object]:
+    """(token embedding (V, D_t) float32, the tokenizer that decodes its ids) of `backbone`,
+    through the backbone seam (OpenAI CLIP or open_clip)."""
     try:
-        clip_model = load_clip(backbone.name, backbone.path)
+        clip_model = load_backbone(backbone.name, backbone.path)
     except FileNotFoundError as error:
         raise FileNotFoundError(
             f"The backbone {backbone.describe()} (from {backbone.source}) is not available here: "
             f"{error} If the run was trained elsewhere, pass the same CLIP with --backbone-path "
             f"FILE or --backbone NAME."
         ) from error
-    return clip_model.token_embedding.weight.detach().float()
+    tokenizer = tokenizer_of(clip_model)
+    # CLIP's BPE (OpenAI's or open_clip's copy) decodes ids, with their BPE spelling as fallback.
+    decoder = tokenizer if hasattr(tokenizer, "hf_tokenizer") else SimpleTokenizer()
+    return text_tower(clip_model).token_embedding.weight.detach().float(), decoder
 
 
 def load_context(checkpoint: Path) -> torch.Tensor:
@@ -300,6 +309,8 @@ def nearest_words(
 
 def _decode(tokenizer: SimpleTokenizer, token_id: int) -> str:
     word = tokenizer.decode([token_id]).strip()
+    if not hasattr(tokenizer, "decoder"):  # a Hugging Face tokenizer (SigLIP's)
+        return word or repr(token_id)
     # A whitespace-only token or a piece of a multi-byte character would show as an empty cell or
     # "\ufffd"; its BPE spelling is shown instead.
     return word if word and "\ufffd" not in word else repr(tokenizer.decoder[token_id])
@@ -348,9 +359,9 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = resolve_checkpoint(args.checkpoint)
         context = load_context(checkpoint)
         backbone = backbone_for(checkpoint, args.backbone, args.backbone_path)
-        token_embedding = load_token_embedding(backbone)
+        token_embedding, tokenizer = load_vocabulary(backbone)
         neighbours = nearest_words(
-            context, token_embedding, SimpleTokenizer(), args.topk, backbone.describe()
+            context, token_embedding, tokenizer, args.topk, backbone.describe()
         )
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

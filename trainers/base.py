@@ -23,7 +23,7 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_optimizer
 from torch import nn
 
-from .clip_prompt import load_clip
+from .backbone import Tokenizer, image_tower, load_backbone, tokenizer_for
 from .dassl_compat import (
     CheckpointMixin,
     build_lr_scheduler,
@@ -54,19 +54,18 @@ def shared_clip_models() -> Iterator[None]:
 
 
 def load_clip_for(cfg, precision: Precision):
-    """CLIP from MODEL.BACKBONE.NAME/PATH in the dtype of the run's precision, checked against
-    INPUT.SIZE."""
+    """CLIP from MODEL.BACKBONE.NAME/PATH (through the backbone seam) in the dtype of the run's
+    precision, checked against INPUT.SIZE."""
     print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
-    key = (cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH, precision.weights_fp32)
+    key = (cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH, precision.weights_dtype)
     if _shared_clip is not None and key in _shared_clip:
         clip_model = _shared_clip[key]
     else:
-        clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
-        if precision.weights_fp32:
-            clip_model.float()
+        clip_model = load_backbone(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
+        precision.cast_weights(clip_model)
         if _shared_clip is not None:
             _shared_clip[key] = clip_model
-    resolution = clip_model.visual.input_resolution
+    resolution = image_tower(clip_model).resolution
     if tuple(cfg.INPUT.SIZE) != (resolution, resolution):
         raise ValueError(
             f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but the CLIP backbone "
@@ -92,6 +91,10 @@ class PromptTrainer(CheckpointMixin, DataLoadingMixin, TrainerX):
     def build_custom_clip(self, clip_model, classnames: list[str]) -> nn.Module:
         """CLIP + the method's prompt learner (a ``prompt_learner`` attribute)."""
         raise NotImplementedError
+
+    def check_texts(self, tokenizer: Tokenizer, classnames: list[str]) -> None:
+        """Raise a ValueError if a text the method will tokenize (prompts, templates, context
+        words) is longer than the model's context length; called before CLIP is loaded."""
 
     def gradients(self, image: torch.Tensor, label: torch.Tensor) -> Any:
         """One step's gradients: a step tuple with ``logits``, ``gradients`` and its losses
@@ -149,6 +152,9 @@ class PromptTrainer(CheckpointMixin, DataLoadingMixin, TrainerX):
         cfg = self.cfg
         classnames = self.dm.dataset.classnames
         self.precision = Precision(self.precision_mode(), self.device)
+        self.check_texts(
+            tokenizer_for(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH), classnames
+        )
         # On the training device from the start: the teacher's text features of 1000 classes are
         # then computed there too.
         clip_model = load_clip_for(cfg, self.precision).to(self.device)
@@ -207,5 +213,5 @@ class PromptTrainer(CheckpointMixin, DataLoadingMixin, TrainerX):
                     return self.model(image_features)
 
             return evaluate_with_shared_features(
-                self, split, encoder, self.precision.weights_fp32, classify, super().test
+                self, split, encoder, self.precision.weights_dtype, classify, super().test
             )

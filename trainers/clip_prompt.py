@@ -1,5 +1,7 @@
-"""CLIP loading, the hand-crafted templates (read from the dataset declarations), and the prompt
-modules (explicit arguments, no cfg).
+"""OpenAI CLIP checkpoint reading, the hand-crafted templates (read from the dataset
+declarations), and the prompt modules (explicit arguments, no cfg). Models come through the
+backbone seam (trainers/backbone.py: OpenAI CLIP or open_clip); the modules here read a model's
+text tower, tokenizer and dtype through it.
 
 Shape glossary:
     B      images in a batch
@@ -26,19 +28,25 @@ from typing import NamedTuple
 import torch
 from clip import clip as openai_clip
 from clip.model import CLIP, build_model
-from clip.simple_tokenizer import SimpleTokenizer
 from torch import nn
 from torch.nn import functional as F
 
 from experiments import catalog
 from experiments.declarations import DEFAULT_TEMPLATE, Templates
 
+from .backbone import (
+    Tokenizer,
+    activation_of,
+    logit_bias_of,
+    model_dtype,
+    openai_tokenizer,
+    text_tower,
+    tokenizer_of,
+)
 from .frozen_image import FrozenImageEncoder
 
 # The kinds of hand-crafted prompt a dataset declares (experiments.declarations.Templates).
 TEMPLATE_KINDS = tuple(field.name for field in dataclasses.fields(Templates))
-
-_tokenizer = SimpleTokenizer()
 
 
 def template_for(dataset_name: str, kind: str = "prograd") -> str:
@@ -67,14 +75,20 @@ def template_context_words(template: str) -> str:
     return template[: -len("{}.")].strip()
 
 
-def tokenize(texts: list[str]) -> torch.Tensor:
-    """CLIP's BPE tokenizer, padded to 77 positions: (len(texts), 77) int64."""
-    return openai_clip.tokenize(texts)
+def tokenize(texts: list[str], tokenizer: Tokenizer | None = None, fix: str = "") -> torch.Tensor:
+    """Token ids padded to the context length: (len(texts), L) int64.
+
+    Args:
+        texts: the texts; one longer than the context length is a ValueError naming it.
+        tokenizer: the model's (`backbone.tokenizer_of`); default OpenAI CLIP's BPE, 77 positions.
+        fix: what to change when a text is too long, for the error.
+    """
+    return (tokenizer or openai_tokenizer())(texts, fix)
 
 
-def count_tokens(text: str) -> int:
-    """Number of BPE tokens of `text`, without the start/end-of-text tokens."""
-    return len(_tokenizer.encode(text))
+def count_tokens(text: str, tokenizer: Tokenizer | None = None) -> int:
+    """Number of tokens of `text`, without the start/end-of-text tokens (default: CLIP's BPE)."""
+    return (tokenizer or openai_tokenizer()).count(text)
 
 
 def default_clip_cache() -> Path:
@@ -194,7 +208,9 @@ class TextEncoder(nn.Module):
     """CLIP's text transformer applied to prompt embeddings (not token ids).
 
     CLIP's text attention is causal and the feature is read at the end-of-text token, which
-    allows two exact shortcuts (same features, logits and gradients as all 77 positions):
+    allows two exact shortcuts (same features, logits and gradients as all 77 positions). Built
+    only for towers where that holds (`packed_unsupported_reason`); each block's own activation
+    (QuickGELU, GELU, tanh-GELU) and LayerScale are applied.
 
     * Each prompt runs only up to its own end-of-text token: later positions cannot change it.
     * The leading positions every prompt shares (the SOS token; with CoOp's generic context before
@@ -208,12 +224,19 @@ class TextEncoder(nn.Module):
     projections of them are computed once for all images.
     """
 
-    def __init__(self, clip_model: CLIP):
+    def __init__(self, clip_model: nn.Module):
         super().__init__()
-        self.resblocks = clip_model.transformer.resblocks
-        self.positional_embedding = clip_model.positional_embedding
-        self.ln_final = clip_model.ln_final
-        self.text_projection = clip_model.text_projection
+        tower = text_tower(clip_model)
+        reason = packed_unsupported_reason(clip_model)
+        if reason:
+            raise ValueError(f"the packed text encoder is not exact for this model: {reason}")
+        self.resblocks = tower.blocks
+        self.positional_embedding = tower.positional_embedding
+        self.ln_final = tower.ln_final
+        self.text_projection = tower.projection
+        self.activations = tower.activations
+        self.pool_positions = tower.pool_positions
+        self.dtype = tower.dtype
 
     def forward(
         self,
@@ -241,14 +264,14 @@ class TextEncoder(nn.Module):
                     "the start-of-text token; pass the shared leading positions as shared_prefix"
                 )
             shared_prefix, prompts = prompts[0, :1], prompts[:, 1:]
-        eot = eot_positions(tokenized_prompts).to(prompts.device)
+        eot = self.pool_positions(tokenized_prompts).to(prompts.device)
         n_shared = shared_prefix.shape[-2]
         if int(eot.min()) < n_shared:
             raise ValueError(
                 f"the {n_shared} shared prompt positions include an end-of-text token; share "
                 f"fewer positions"
             )
-        dtype = self.text_projection.dtype
+        dtype = self.dtype
         position = self.positional_embedding.type(dtype)
         prefix = shared_prefix.type(dtype) + position[:n_shared]  # ([B,] P, D_t)
         batch = prefix.shape[:-2]  # () or (B,)
@@ -264,7 +287,9 @@ class TextEncoder(nn.Module):
         )  # (N, D_t); ([B,] N, D_t) after the first attention
         last = len(self.resblocks) - 1
         for index, block in enumerate(self.resblocks):
-            attention = block.attn
+            attention, activation = block.attn, self.activations[index]
+            scale_attention = getattr(block, "ls_1", None)  # open_clip's LayerScale (or Identity)
+            scale_mlp = getattr(block, "ls_2", None)
             q_prefix, k_prefix, v_prefix = split_heads(
                 F.linear(block.ln_1(prefix), attention.in_proj_weight, attention.in_proj_bias),
                 attention.num_heads,
@@ -285,15 +310,21 @@ class TextEncoder(nn.Module):
                 attended.append(attend_after_prefix(q, k, v, k_prefix, v_prefix))
             if index == last:
                 x = x[..., packing.ends, :]  # ([B,] C, D_t), in group order
-            x = x + attention.out_proj(torch.cat(attended, dim=-2))
-            x = x + quick_gelu_mlp(block.mlp, block.ln_2(x))
+            x = x + scaled(scale_attention, attention.out_proj(torch.cat(attended, dim=-2)))
+            x = x + scaled(scale_mlp, mlp_forward(block.mlp, block.ln_2(x), activation))
             if index < last:
                 out_prefix = F.scaled_dot_product_attention(
                     q_prefix, k_prefix, v_prefix, is_causal=True
                 )
-                prefix = prefix + attention.out_proj(merge_heads(out_prefix))
-                prefix = prefix + quick_gelu_mlp(block.mlp, block.ln_2(prefix))
+                prefix = prefix + scaled(
+                    scale_attention, attention.out_proj(merge_heads(out_prefix))
+                )
+                prefix = prefix + scaled(
+                    scale_mlp, mlp_forward(block.mlp, block.ln_2(prefix), activation)
+                )
         x = x[..., torch.argsort(torch.tensor(packing.order, device=x.device)), :]  # class order
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(self.ln_final(x).type(dtype))
         return self.ln_final(x).type(dtype) @ self.text_projection
 
 
@@ -306,12 +337,13 @@ class ReferenceTextEncoder(nn.Module):
     either serves CustomCLIP (MODEL.TEXT_ENCODER reference selects this one for a run).
     """
 
-    def __init__(self, clip_model: CLIP):
+    def __init__(self, clip_model: nn.Module):
         super().__init__()
-        self.transformer = clip_model.transformer
-        self.positional_embedding = clip_model.positional_embedding
-        self.ln_final = clip_model.ln_final
-        self.text_projection = clip_model.text_projection
+        self.tower = tower = text_tower(clip_model)
+        self.transformer = tower.transformer
+        self.positional_embedding = tower.positional_embedding
+        self.ln_final = tower.ln_final
+        self.text_projection = tower.projection
 
     def forward(
         self,
@@ -335,13 +367,13 @@ class ReferenceTextEncoder(nn.Module):
             prefix = shared_prefix.unsqueeze(-3).expand(*batch, len(prompts), -1, -1)
             prompts = torch.cat([prefix, prompts.expand(*batch, -1, -1, -1)], dim=-2)
         batch = prompts.shape[:-3]
-        dtype = self.text_projection.dtype
+        dtype = self.tower.dtype
         x = prompts.flatten(0, -3).type(dtype)  # (N, L, D_t), N = [B *] C
         x = x + self.positional_embedding[: x.shape[1]].type(dtype)
-        x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)  # CLIP's is sequence-first
+        x = self.tower.run(x)  # the tower's own blocks and mask (OpenAI's: sequence-first)
         x = self.ln_final(x).type(dtype)
-        eot = eot_positions(tokenized_prompts).to(x.device).repeat(batch.numel())
-        features = x[torch.arange(len(x), device=x.device), eot] @ self.text_projection
+        pooled = self.tower.pool_positions(tokenized_prompts).to(x.device).repeat(batch.numel())
+        features = self.tower.project(x[torch.arange(len(x), device=x.device), pooled])
         return features.view(*batch, len(tokenized_prompts), -1)
 
 
@@ -358,12 +390,74 @@ def check_text_encoder(name: str) -> None:
         )
 
 
-def build_text_encoder(clip_model: CLIP, name: str = "packed") -> nn.Module:
-    """The text encoder called `name` in TEXT_ENCODERS, over `clip_model`'s text transformer."""
+def build_text_encoder(
+    clip_model: nn.Module, name: str = "packed", quiet: bool = False
+) -> nn.Module:
+    """The text encoder called `name` in TEXT_ENCODERS, over `clip_model`'s text transformer.
+
+    "packed" on a text tower where its shortcuts are not exact (bidirectional attention, pooling
+    at the last or first token, blocks of another kind) gives the reference computation, and
+    says so.
+    """
     check_text_encoder(name)
-    if name != "packed":
+    if name == "packed":
+        reason = packed_unsupported_reason(clip_model)
+        if reason:
+            if not quiet:
+                print(f"Text encoder: reference (the packed one is not exact here: {reason})")
+            return ReferenceTextEncoder(clip_model)
+    elif not quiet:
         print(f"Text encoder: {name} ({TEXT_ENCODERS[name].__name__})")
     return TEXT_ENCODERS[name](clip_model)
+
+
+# The block layout TextEncoder reproduces: CLIP's residual attention block (OpenAI's, open_clip's).
+_PACKABLE_BLOCK_PARTS = {"ln_1", "attn", "ln_2", "mlp", "ls_1", "ls_2"}
+
+
+def packed_unsupported_reason(clip_model: nn.Module) -> str:
+    """Why TextEncoder's packed computation would not be exact for this text tower ("" if it is).
+
+    Exact when attention is causal (later positions cannot change earlier ones), the feature is
+    read at the end-of-text token, and every block is CLIP's: pre-LayerNorm, one fused-QKV
+    nn.MultiheadAttention, c_fc -> (Quick)GELU -> c_proj, optional LayerScale.
+    """
+    tower = text_tower(clip_model)
+    if not tower.causal:
+        return "its text attention is bidirectional"
+    if tower.pooling not in ("argmax", "eos"):
+        return f'its text feature is read at the "{tower.pooling}" token'
+    for index, block in enumerate(tower.blocks):
+        parts = {name for name, _ in block.named_children()}
+        attention = getattr(block, "attn", None)
+        if (
+            parts - _PACKABLE_BLOCK_PARTS
+            or not isinstance(attention, nn.MultiheadAttention)
+            or attention.in_proj_weight is None
+            or attention.bias_k is not None
+            or set(dict(block.mlp.named_children())) != {"c_fc", "gelu", "c_proj"}
+        ):
+            return f"text block {index} ({type(block).__name__}) is not CLIP's block layout"
+        if activation_of(block) is None:
+            return f"text block {index} has the activation {type(block.mlp.gelu).__name__}"
+    return ""
+
+
+def scaled(layer_scale: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+    """A block's LayerScale (open_clip's ls_1/ls_2) applied to a residual branch, if it has one."""
+    if layer_scale is None or isinstance(layer_scale, nn.Identity):
+        return x
+    return layer_scale(x)
+
+
+def mlp_forward(mlp: nn.Module, x: torch.Tensor, activation: str) -> torch.Tensor:
+    """A CLIP block's MLP c_proj(act(c_fc(x))) with its activation ("quick_gelu", "gelu",
+    "gelu_tanh"), the activation computed with fewer temporaries."""
+    if activation == "quick_gelu":
+        return quick_gelu_mlp(mlp, x)
+    hidden = F.linear(x, mlp.c_fc.weight, mlp.c_fc.bias)
+    approximate = "tanh" if activation == "gelu_tanh" else "none"
+    return mlp.c_proj(F.gelu(hidden, approximate=approximate))
 
 
 def quick_gelu_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -455,23 +549,67 @@ def attend_after_prefix(
     return merge_heads(out).reshape(*batch, n_cls * n_queries, heads * head_width)
 
 
+def template_prompts(template: str, classnames: list[str]) -> list[str]:
+    """The hand-crafted prompt of each class: "a photo of a {}." -> "a photo of a dog."."""
+    return [template.format(name.replace("_", " ")) for name in classnames]
+
+
+TEMPLATE_FIX = (
+    "shorten the class name (the dataset's class names or split file) or the template, or use "
+    "a backbone with a longer context"
+)
+
+
 @torch.no_grad()
 def zero_shot_text_features(
-    clip_model: CLIP, classnames: list[str], template: str, device: torch.device | str = "cpu"
+    clip_model: nn.Module,
+    classnames: list[str],
+    template: str,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """L2-normalised text features of the hand-crafted prompt for each class: (C, D).
 
     This is the zero-shot classifier (and ProGrad's teacher); it never changes, so it is computed
-    once. Equal to CLIP's `encode_text`; the words before the class name are encoded once.
+    once. Equal to the model's `encode_text`; with the packed encoder, the words before the class
+    name are encoded once.
     """
-    prompts = [template.format(name.replace("_", " ")) for name in classnames]
-    tokens = tokenize(prompts).to(device)
-    embeddings = clip_model.token_embedding(tokens).type(clip_model.dtype)
+    prompts = template_prompts(template, classnames)
+    tokens = tokenize(prompts, tokenizer_of(clip_model), TEMPLATE_FIX).to(device)
+    tower = text_tower(clip_model)
+    embeddings = tower.token_embedding(tokens).type(model_dtype(clip_model))
+    encoder = build_text_encoder(clip_model, "packed", quiet=True)
+    if not isinstance(encoder, TextEncoder):
+        features = encoder(embeddings, tokens)
+        return features / features.norm(dim=-1, keepdim=True)
     # Leading tokens common to every prompt, stopping before the first end-of-text token.
     common = (tokens == tokens[:1]).all(dim=0).int().cumprod(dim=0).sum()
-    shared = int(min(common, eot_positions(tokens).min()))
-    features = TextEncoder(clip_model)(embeddings[:, shared:], tokens, embeddings[0, :shared])
+    shared = int(min(common, tower.pool_positions(tokens).min()))
+    features = encoder(embeddings[:, shared:], tokens, embeddings[0, :shared])
     return features / features.norm(dim=-1, keepdim=True)
+
+
+def check_learned_prompts(
+    tokenizer: Tokenizer, names: list[str], n_ctx: int, init_words: str | None = None
+) -> None:
+    """Every class's learned prompt, its initial context words, fits the context length.
+
+    Raises:
+        ValueError: naming the text, its token count, the limit and what to change.
+    """
+    if init_words:
+        tokenizer.check(
+            [init_words.replace("_", " ")],
+            "use fewer context words (TRAINER.COOP.CTX_INIT / TRAINER.COCOOP.CTX_INIT)",
+        )
+    n_init = tokenizer.count(init_words.replace("_", " ")) if init_words else 0
+    fix = (
+        f"the prompt holds {max(n_ctx, n_init)} context vectors and the class name: shorten the "
+        f"class name (the dataset's class names or split file) or use fewer context vectors "
+        f"(TRAINER.COOP.N_CTX / TRAINER.COCOOP.N_CTX, CTX_INIT)"
+    )
+    padding = " ".join(["X"] * max(n_ctx - n_init, 0))
+    words = " ".join(part for part in (padding, (init_words or "").replace("_", " ")) if part)
+    tokenizer.check([f"{words} {name}." for name in names], fix)
 
 
 class PromptLearner(nn.Module):
@@ -512,23 +650,30 @@ class PromptLearner(nn.Module):
         if n_ctx < 1:
             raise ValueError(f"TRAINER.COOP.N_CTX must be >= 1, got {n_ctx}")
         n_cls = len(classnames)
-        dtype = clip_model.dtype
-        device = clip_model.token_embedding.weight.device
-        ctx_dim = clip_model.ln_final.weight.shape[0]
+        dtype = model_dtype(clip_model)
+        tower = text_tower(clip_model)
+        token_embedding = tower.token_embedding
+        device = token_embedding.weight.device
+        ctx_dim = tower.ln_final.weight.shape[0]
+        tokenizer = tokenizer_of(clip_model)
+        # Positions before the context: CLIP's start-of-text token; none for SigLIP's tokenizer.
+        n_prefix = 0 if tokenizer.start_token is None else 1
+        names = [name.replace("_", " ") for name in classnames]
+        check_learned_prompts(tokenizer, names, n_ctx, init_words)
 
         if init_words:
             init_words = init_words.replace("_", " ")
-            n_init = count_tokens(init_words)
+            n_init = count_tokens(init_words, tokenizer)
             if n_init > n_ctx:
                 raise ValueError(
                     f'the initial context "{init_words}" has {n_init} tokens but '
                     f"TRAINER.COOP.N_CTX is {n_ctx}; raise N_CTX to at least {n_init}"
                 )
             with torch.no_grad():
-                embedding = clip_model.token_embedding(tokenize([init_words]).to(device))
+                embedding = token_embedding(tokenize([init_words], tokenizer).to(device))
             embedding = embedding.type(dtype).cpu()
             ctx_vectors = torch.zeros(n_ctx, ctx_dim, dtype=dtype)
-            ctx_vectors[n_ctx - n_init :] = embedding[0, 1 : 1 + n_init]
+            ctx_vectors[n_ctx - n_init :] = embedding[0, n_prefix : n_prefix + n_init]
             if csc:
                 ctx_vectors = ctx_vectors.unsqueeze(0).repeat(n_cls, 1, 1)
             prompt_prefix = " ".join(["X"] * (n_ctx - n_init) + [init_words])
@@ -541,18 +686,18 @@ class PromptLearner(nn.Module):
         print(f"Number of context words (tokens): {n_ctx}")
         self.ctx = nn.Parameter(ctx_vectors)
 
-        names = [name.replace("_", " ") for name in classnames]
-        tokenized = tokenize([f"{prompt_prefix} {name}." for name in names]).to(device)
+        tokenized = tokenize([f"{prompt_prefix} {name}." for name in names], tokenizer).to(device)
         with torch.no_grad():
-            embedding = clip_model.token_embedding(tokenized).type(dtype)
+            embedding = token_embedding(tokenized).type(dtype)
         # Saved by Dassl's save_model (CoOp's checkpoint format) but never loaded: they depend on
         # the class names of the run that uses them.
-        self.register_buffer("token_prefix", embedding[:, :1, :])  # (C, 1, D_t) SOS
-        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx :, :])  # (C, *, D_t) CLASS.EOS
+        self.register_buffer("token_prefix", embedding[:, :n_prefix, :])  # (C, 1, D_t) SOS
+        self.register_buffer("token_suffix", embedding[:, n_prefix + n_ctx :, :])  # CLASS.EOS
         self.register_buffer("tokenized_prompts", tokenized, persistent=False)  # (C, 77)
         self.n_cls = n_cls
         self.n_ctx = n_ctx
-        self.name_lens = [count_tokens(name) for name in names]
+        self.n_prefix = n_prefix
+        self.name_lens = [count_tokens(name, tokenizer) for name in names]
         self.class_token_position = class_token_position
 
     def split(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -564,7 +709,7 @@ class PromptLearner(nn.Module):
         if self.class_token_position == "end" and self.ctx.dim() == 2:
             return torch.cat([self.token_prefix[0], self.ctx]), self.token_suffix
         prompts = self()
-        return prompts[0, :1], prompts[:, 1:]
+        return prompts[0, : self.n_prefix], prompts[:, self.n_prefix :]
 
     def forward(self) -> torch.Tensor:
         """Prompt embeddings of every class: (C, 77, D_t)."""
@@ -614,7 +759,9 @@ class CustomCLIP(nn.Module):
         self.image_encoder = FrozenImageEncoder(clip_model.visual)  # shares CLIP's weights
         self.text_encoder = build_text_encoder(clip_model, text_encoder)
         self.logit_scale = clip_model.logit_scale
-        self.dtype = clip_model.dtype
+        # SigLIP's logit bias; a constant shift of every logit (CLIP has none).
+        self.logit_bias = logit_bias_of(clip_model)
+        self.dtype = model_dtype(clip_model)
         if teacher_text_features is not None:
             self.register_buffer("teacher_text_features", teacher_text_features.type(self.dtype))
         else:
@@ -661,6 +808,8 @@ class CustomCLIP(nn.Module):
         logit_scale = self.logit_scale.exp()
         text_features = self.text_features()
         student = logit_scale * image_features @ text_features.t()
+        if self.logit_bias is not None:
+            student = student + self.logit_bias
         if return_text_features:
             if self.teacher_text_features is None:
                 raise ValueError("this CustomCLIP was built without teacher text features")
@@ -670,4 +819,6 @@ class CustomCLIP(nn.Module):
         if self.teacher_text_features is None:
             raise ValueError("this CustomCLIP was built without teacher text features")
         teacher = logit_scale * image_features @ self.teacher_text_features.t()
+        if self.logit_bias is not None:
+            teacher = teacher + self.logit_bias
         return student, teacher.detach()

@@ -13,6 +13,7 @@ from experiments.declarations import (
     Values,
 )
 
+from .backbone import Tokenizer, openai_tokenizer, tokenizer_for
 from .clip_prompt import check_text_encoder, count_tokens
 from .cocoop_prompt import CoCoOpCLIP, CoCoOpPromptLearner
 from .coop import CoOp
@@ -43,12 +44,11 @@ METHOD = Method(
         ConfigKey(
             "TRAINER.COCOOP.PREC",
             "fp16",
-            "fp16, fp32 or amp",
-            Values(choices=("fp16", "fp32", "amp")),
+            "fp16, fp32, amp, bf16, amp_fp16 or amp_bf16 (docs/backbones.md)",
+            Values(choices=("fp16", "fp32", "amp", "bf16", "amp_fp16", "amp_bf16")),
         ),
     ),
 )
-CONTEXT_LENGTH = 77  # CLIP's text positions: [SOS] context class-name "." [EOS] must fit
 
 
 def check_cocoop_cfg(cfg) -> None:
@@ -92,15 +92,23 @@ def cocoop_context_init(cfg) -> tuple[int, str | None]:
     return cfg.TRAINER.COCOOP.N_CTX, None
 
 
-def check_prompt_length(n_ctx: int, classnames: list[str], key: str) -> None:
-    """[SOS] + n_ctx context vectors + the longest class name + "." + [EOS] must fit in 77."""
-    longest = max(classnames, key=lambda name: count_tokens(name.replace("_", " ")))
-    needed = 1 + n_ctx + count_tokens(longest.replace("_", " ")) + 1 + 1
-    if needed > CONTEXT_LENGTH:
+def check_prompt_length(
+    n_ctx: int, classnames: list[str], key: str, tokenizer: Tokenizer | None = None
+) -> None:
+    """[SOS] + n_ctx context vectors + the longest class name + "." + [EOS] must fit in the
+    model's context length (`tokenizer`'s; default OpenAI CLIP's 77)."""
+    tokenizer = tokenizer or openai_tokenizer()
+    limit = tokenizer.context_length
+    longest = max(classnames, key=lambda name: count_tokens(name.replace("_", " "), tokenizer))
+    # context, name, "." and the start/end-of-text tokens
+    needed = (
+        n_ctx + count_tokens(longest.replace("_", " "), tokenizer) + 1 + tokenizer.special_tokens
+    )
+    if needed > limit:
         raise ValueError(
             f'{key} gives {n_ctx} context vectors, too many for the class "{longest}": its '
-            f"prompt needs {needed} of CLIP's {CONTEXT_LENGTH} text positions; use at most "
-            f"{n_ctx - (needed - CONTEXT_LENGTH)} context vectors"
+            f"prompt needs {needed} of the {limit} text positions of {tokenizer.name}; use at "
+            f"most {n_ctx - (needed - limit)} context vectors (or shorten the class name)"
         )
 
 
@@ -116,10 +124,16 @@ class CoCoOp(CoOp):
     def precision_mode(self) -> str:
         return self.cfg.TRAINER.COCOOP.PREC
 
+    def prompt_context(self, cfg) -> tuple[int, str | None]:
+        """(n_ctx, init_words) of CoCoOp's context; see `cocoop_context_init`."""
+        return cocoop_context_init(cfg)
+
     def build_model(self) -> None:
         n_ctx, init_words = cocoop_context_init(self.cfg)
         key = "TRAINER.COCOOP.CTX_INIT" if init_words else "TRAINER.COCOOP.N_CTX"
-        check_prompt_length(n_ctx, self.dm.dataset.classnames, key)  # before CLIP is loaded
+        backbone = self.cfg.MODEL.BACKBONE
+        tokenizer = tokenizer_for(backbone.NAME, backbone.PATH)
+        check_prompt_length(n_ctx, self.dm.dataset.classnames, key, tokenizer)  # before loading
         super().build_model()
 
     def build_custom_clip(self, clip_model, classnames: list[str]) -> CoCoOpCLIP:

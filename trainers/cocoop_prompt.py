@@ -17,10 +17,10 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 import torch
-from clip.model import CLIP
 from torch import nn
 
-from .clip_prompt import CustomCLIP, PromptLearner, eot_positions
+from .backbone import embed_dim, model_dtype, text_tower
+from .clip_prompt import CustomCLIP, PromptLearner
 
 # The meta-net's hidden width is vis_dim // 16, as in CoCoOp.
 META_NET_REDUCTION = 16
@@ -62,7 +62,7 @@ class CoCoOpPromptLearner(PromptLearner):
 
     def __init__(
         self,
-        clip_model: CLIP,
+        clip_model: nn.Module,
         classnames: list[str],
         n_ctx: int,
         init_words: str | None = None,
@@ -78,12 +78,14 @@ class CoCoOpPromptLearner(PromptLearner):
                 be their number of tokens); None draws N(0, 0.02²) vectors.
         """
         super().__init__(clip_model, classnames, n_ctx, init_words)
-        ctx_dim = clip_model.ln_final.weight.shape[0]
+        tower = text_tower(clip_model)
+        ctx_dim = tower.ln_final.weight.shape[0]
         # Drawn after the context, as in CoCoOp (same RNG order).
-        self.meta_net = build_meta_net(clip_model.visual.output_dim, ctx_dim).to(clip_model.dtype)
-        shared = 1 + n_ctx
+        dtype = model_dtype(clip_model)
+        self.meta_net = build_meta_net(embed_dim(clip_model), ctx_dim).to(dtype)
+        shared = self.n_prefix + n_ctx
         # (image, class) rows the text encoder computes per image: each class's own positions.
-        self.rows_per_image = int((eot_positions(self.tokenized_prompts) - shared + 1).sum())
+        self.rows_per_image = int((tower.pool_positions(self.tokenized_prompts) - shared + 1).sum())
 
     def context(self, image_features: torch.Tensor) -> torch.Tensor:
         """ctx + π(image): (B, D_v) image features -> (B, M, D_t)."""
@@ -120,7 +122,7 @@ class CoCoOpCLIP(CustomCLIP):
 
     def __init__(
         self,
-        clip_model: CLIP,
+        clip_model: nn.Module,
         prompt_learner: CoCoOpPromptLearner,
         teacher_text_features: torch.Tensor | None = None,
         text_encoder: str = "packed",
@@ -159,9 +161,13 @@ class CoCoOpCLIP(CustomCLIP):
         logit_scale = self.logit_scale.exp()
         text_features = self.text_features(image_features)  # (B, C, D)
         student = logit_scale * (text_features @ image_features.unsqueeze(-1)).squeeze(-1)
+        if self.logit_bias is not None:
+            student = student + self.logit_bias
         if not return_teacher:
             return student
         if self.teacher_text_features is None:
             raise ValueError("this CoCoOpCLIP was built without teacher text features")
         teacher = logit_scale * image_features @ self.teacher_text_features.t()
+        if self.logit_bias is not None:
+            teacher = teacher + self.logit_bias
         return student, teacher.detach()

@@ -24,7 +24,8 @@ COMMON_KEYS = (
     ConfigKey(
         "MODEL.BACKBONE.PATH",
         "",
-        "local CLIP checkpoint (JIT archive or state dict), offline use",
+        "local weights file (OpenAI's JIT archive or a state dict; open_clip's checkpoint), "
+        "offline use; MODEL.BACKBONE.NAME may be open_clip:ARCH/TAG (docs/backbones.md)",
         Values(note="a file, checked when the run starts"),
     ),
     ConfigKey(
@@ -44,7 +45,8 @@ COMMON_KEYS = (
     ConfigKey(
         "MODEL.TEXT_ENCODER",
         "packed",
-        'learned prompts\' text encoder: "packed" (fast, exact) or "reference" (CLIP\'s plain one)',
+        'learned prompts\' text encoder: "packed" (fast, exact; the reference one on towers where '
+        'it would not be exact, docs/backbones.md) or "reference" (the tower\'s plain one)',
         Values(choices=("packed", "reference")),
     ),
 )

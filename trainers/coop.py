@@ -7,14 +7,18 @@ from dassl.engine import TRAINER_REGISTRY
 
 from experiments.declarations import COOP_PROTOCOL_DEFAULTS, ConfigKey, Method, Values
 
+from .backbone import Tokenizer
 from .base import PromptTrainer
 from .clip_prompt import (
+    TEMPLATE_FIX,
     CustomCLIP,
     PromptLearner,
+    check_learned_prompts,
     check_text_encoder,
     count_tokens,
     template_context_words,
     template_for,
+    template_prompts,
 )
 from .precision import Precision
 from .steps import CoOpStep, coop_gradients
@@ -40,8 +44,8 @@ METHOD = Method(
         ConfigKey(
             "TRAINER.COOP.PREC",
             "fp16",
-            "fp16, fp32 or amp",
-            Values(choices=("fp16", "fp32", "amp")),
+            "fp16, fp32, amp, bf16, amp_fp16 or amp_bf16 (docs/backbones.md)",
+            Values(choices=("fp16", "fp32", "amp", "bf16", "amp_fp16", "amp_bf16")),
         ),
         ConfigKey(
             "TRAINER.COOP.CLASS_TOKEN_POSITION",
@@ -107,6 +111,18 @@ class CoOp(PromptTrainer):
     def teacher_text_features(self, clip_model, classnames: list[str]) -> torch.Tensor | None:
         """Text features of a frozen teacher prompt; CoOp has none."""
         return None
+
+    def teacher_templates(self) -> list[str]:
+        """The hand-crafted templates whose prompts the teacher encodes; CoOp has none."""
+        return []
+
+    def check_texts(self, tokenizer: Tokenizer, classnames: list[str]) -> None:
+        """The learned prompts (context + each class name) and the teacher's prompts fit."""
+        n_ctx, init_words = self.prompt_context(self.cfg)
+        names = [name.replace("_", " ") for name in classnames]
+        check_learned_prompts(tokenizer, names, n_ctx, init_words)
+        for template in self.teacher_templates():
+            tokenizer.check(template_prompts(template, classnames), TEMPLATE_FIX)
 
     def precision_mode(self) -> str:
         return self.cfg.TRAINER.COOP.PREC

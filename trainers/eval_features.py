@@ -12,19 +12,21 @@ accuracies are the same (tests/test_shared_features.py). Methods whose prompts d
 before. ``TEST.SHARED_FEATURES False`` turns it off; a cache that cannot be written (read-only,
 full) leaves the run with the features it computed, and a note.
 
-The key's precision names the computation: the prompt trainers evaluate without autocast, so an
-amp run's test features are its fp32 weights' (``fp32``), shared with fp32 runs.
+The key's precision names the computation: the weights' dtype (``Precision.weights_dtype``: fp32,
+fp16 or bf16); the prompt trainers evaluate without autocast, so an amp run's test features are
+its fp32 weights' (``fp32``), shared with fp32 runs. The key's backbone is the weights file's
+content hash, with the architecture for open_clip (``backbone.backbone_fingerprint``).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from .backbone import backbone_fingerprint, resolve_backbone_file
 from .feature_cache import (
     FeatureCache,
     FeatureKey,
@@ -70,11 +72,11 @@ def evaluation_split(trainer, split: str | None) -> tuple[str, object]:
     return "test", trainer.test_loader
 
 
-def backbone_file(cfg) -> Path:
-    """The backbone's weights file (MODEL.BACKBONE.PATH, or the downloaded OpenAI file)."""
-    from .clip_prompt import resolve_clip_file
-
-    return resolve_clip_file(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
+def backbone_key(cfg) -> str:
+    """What tells the backbone's features apart: its weights file's content hash (OpenAI's: as
+    the linear probe's cache), with the architecture for open_clip (trainers/backbone.py)."""
+    name, path = cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH
+    return backbone_fingerprint(name, file_sha256(resolve_backbone_file(name, path)))
 
 
 def split_features(
@@ -82,7 +84,7 @@ def split_features(
     split: str,
     loader,
     encoder: Callable[[torch.Tensor], torch.Tensor],
-    weights_fp32: bool,
+    weights: str,
 ) -> SplitFeatures | None:
     """The features of a split's images, read from the cache or computed with ``encoder`` over
     ``loader`` (the evaluation's own batches) and stored; None when the backbone file cannot be
@@ -90,13 +92,13 @@ def split_features(
     cfg = trainer.cfg
     items = loader.dataset.data_source
     try:
-        weights = file_sha256(backbone_file(cfg))
+        backbone = backbone_key(cfg)
     except (OSError, ValueError) as error:
         print(f"Feature cache: not used ({error}); the images are encoded in the evaluation")
         return None
     key = FeatureKey(
-        backbone_sha256=weights,
-        precision="fp32" if weights_fp32 else "fp16",
+        backbone_sha256=backbone,
+        precision=weights,
         device=trainer.device.type,
         dataset=cfg.DATASET.NAME,
         split=split,
@@ -161,7 +163,7 @@ def evaluate_with_shared_features(
     trainer,
     split: str | None,
     encoder: Callable[[torch.Tensor], torch.Tensor],
-    weights_fp32: bool,
+    weights: str,
     classify: Callable[[torch.Tensor], torch.Tensor],
     uncached: Callable[[str | None], float],
 ) -> float:
@@ -170,7 +172,7 @@ def evaluate_with_shared_features(
     if not shares_features(trainer.cfg):
         return uncached(split)
     name, loader = evaluation_split(trainer, split)
-    features = split_features(trainer, name, loader, encoder, weights_fp32)
+    features = split_features(trainer, name, loader, encoder, weights)
     if features is None:
         return uncached(split)
     return evaluate_features(trainer, name, features, classify)

@@ -16,6 +16,10 @@ VisionTransformer (ViT-B/16, ...):
     nn.MultiheadAttention's sequence-first path and its layout copies), QuickGELU and the residual
     sums in place, and in the last block only the class token's query, attention output and MLP,
     since the encoder's output is read at the class token alone.
+    open_clip's VisionTransformer of the same layout (class-token pooling, no attention pooler,
+    no LayerScale; GELU or QuickGELU, each block's own) takes the same path.
+Any other tower (open_clip's ModifiedResNet and other ViT layouts, timm trunks such as EVA02 and
+SigLIP's): the tower's own forward, under `torch.inference_mode` (exact by construction).
 
 Shape glossary:
     B      images in a batch
@@ -44,15 +48,18 @@ class FrozenImageEncoder(nn.Module):
         """Wrap a CLIP image encoder, sharing its parameters (no copy).
 
         Args:
-            visual: `clip_model.visual`, a `clip.model.ModifiedResNet` or `VisionTransformer`.
+            visual: `clip_model.visual`: OpenAI's `ModifiedResNet` or `VisionTransformer` (the
+                fused paths), or any other image tower (its own forward).
         """
         super().__init__()
-        if not isinstance(visual, (ModifiedResNet, VisionTransformer)):
+        if not isinstance(visual, nn.Module) or next(visual.parameters(), None) is None:
             raise ValueError(
-                f"FrozenImageEncoder takes CLIP's ModifiedResNet or VisionTransformer "
-                f"(clip_model.visual), got {type(visual).__name__}"
+                f"FrozenImageEncoder takes a CLIP image tower (clip_model.visual), got "
+                f"{type(visual).__name__}"
             )
         self.visual = visual.eval()
+        self.vit = isinstance(visual, VisionTransformer) or is_plain_open_clip_vit(visual)
+        self.fused = self.vit or isinstance(visual, ModifiedResNet)
 
     def train(self, mode: bool = True) -> FrozenImageEncoder:
         """Stay in eval mode: a frozen encoder never uses batch statistics."""
@@ -61,7 +68,9 @@ class FrozenImageEncoder(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         """The dtype of the encoder's weights (CLIP's dtype)."""
-        return self.visual.conv1.weight.dtype
+        if self.fused:
+            return self.visual.conv1.weight.dtype
+        return next(self.visual.parameters()).dtype
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Image features, equal to `visual(image)` up to floating-point rounding.
@@ -77,8 +86,10 @@ class FrozenImageEncoder(nn.Module):
             image = image.type(self.dtype)
             if isinstance(self.visual, ModifiedResNet):
                 features = _resnet_forward(self.visual, image)
-            else:
+            elif self.vit:
                 features = _vit_forward(self.visual, image)
+            else:
+                features = self.visual(image)
         # Inference tensors cannot be saved for backward (the logits' matmul saves its inputs);
         # a clone made outside inference mode is an ordinary tensor. (B, D) costs nothing.
         return features.clone()
@@ -162,8 +173,44 @@ def _attention(
     return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
 
 
+_PLAIN_BLOCK_PARTS = {"ln_1", "attn", "ln_2", "mlp", "ls_1", "ls_2"}
+
+
+def is_plain_open_clip_vit(visual: nn.Module) -> bool:
+    """Whether `visual` is open_clip's VisionTransformer in OpenAI's layout, which `_vit_forward`
+    computes exactly: class-token pooling with ln_post before it, learned positions, no
+    attention pooler, CLIP blocks without LayerScale, GELU or QuickGELU."""
+    from .backbone import activation_of
+
+    if type(visual).__name__ != "VisionTransformer" or not type(visual).__module__.startswith(
+        "open_clip"
+    ):
+        return False
+    if (
+        getattr(visual, "attn_pool", None) is not None
+        or getattr(visual, "pool_type", None) != "tok"
+        or getattr(visual, "final_ln_after_pool", True)
+        or not isinstance(getattr(visual, "positional_embedding", None), nn.Parameter)
+    ):
+        return False
+    for block in visual.transformer.resblocks:
+        parts = {name for name, _ in block.named_children()}
+        if parts - _PLAIN_BLOCK_PARTS or activation_of(block) not in ("quick_gelu", "gelu"):
+            return False
+        if not all(
+            isinstance(getattr(block, ls, nn.Identity()), nn.Identity) for ls in ("ls_1", "ls_2")
+        ):
+            return False
+        if set(dict(block.mlp.named_children())) != {"c_fc", "gelu", "c_proj"}:
+            return False
+    return True
+
+
 def _mlp(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
-    """CLIP's c_fc → QuickGELU → c_proj, the GELU computed in place (same ops, same rounding)."""
+    """CLIP's c_fc → QuickGELU → c_proj, the GELU computed in place (same ops, same rounding);
+    a GELU block (open_clip's) with its GELU."""
+    if isinstance(block.mlp.gelu, nn.GELU):
+        return block.mlp.c_proj(F.gelu(block.mlp.c_fc(x), approximate=block.mlp.gelu.approximate))
     hidden = block.mlp.c_fc(x)
     gate = torch.sigmoid(1.702 * hidden)
     return block.mlp.c_proj(hidden.mul_(gate))

@@ -430,7 +430,7 @@ def check_writable_folder(path: str, what: str, purpose: str = "write the run to
 
 # Config keys that name paths, and what they must be.
 FILE_KEYS = {
-    "MODEL.BACKBONE.PATH": "a CLIP checkpoint file (OpenAI's .pt, or a state dict)",
+    "MODEL.BACKBONE.PATH": "a CLIP checkpoint file (OpenAI's .pt, a state dict, or open_clip's)",
     "MODEL.INIT_WEIGHTS": "a prompt checkpoint file (prompt_learner/model.pth.tar-N)",
 }
 FOLDER_KEYS = ("RESUME",)

@@ -85,6 +85,9 @@ class KgCoOp(CoOp):
             return count_tokens(KGCOOP_INIT_WORDS), KGCOOP_INIT_WORDS
         return context_init(cfg)
 
+    def teacher_templates(self) -> list[str]:
+        return [template_for(self.cfg.DATASET.NAME, "kgcoop")]
+
     def teacher_text_features(self, clip_model, classnames: list[str]) -> torch.Tensor:
         template = template_for(self.cfg.DATASET.NAME, "kgcoop")
         print(f'KgCoOp hand-crafted prompt: "{template}" (W = {self.cfg.TRAINER.COOP.W})')

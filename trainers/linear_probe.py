@@ -31,8 +31,8 @@ from torch import nn
 
 from experiments.declarations import DG_TARGET, ConfigKey, Defaults, Method, Values
 
+from .backbone import backbone_fingerprint, resolve_backbone_file
 from .base import load_clip_for
-from .clip_prompt import resolve_clip_file
 from .dassl_compat import SaveModelMixin, checkpoint_state_dict, load_checkpoint
 from .data_loading import DataLoadingMixin, ReadableImagesWrapper
 from .feature_cache import (
@@ -236,7 +236,7 @@ class LinearProbeCLIP(SaveModelMixin, DataLoadingMixin, TrainerX):
     def backbone_file(self) -> Path:
         """The CLIP checkpoint file (found, or downloaded by name, when first needed: a refused
         run downloads nothing)."""
-        return resolve_clip_file(self.cfg.MODEL.BACKBONE.NAME, self.cfg.MODEL.BACKBONE.PATH)
+        return resolve_backbone_file(self.cfg.MODEL.BACKBONE.NAME, self.cfg.MODEL.BACKBONE.PATH)
 
     def image_encoder(self) -> FrozenImageEncoder:
         """CLIP's frozen image encoder, loaded when features must be extracted."""
@@ -247,7 +247,9 @@ class LinearProbeCLIP(SaveModelMixin, DataLoadingMixin, TrainerX):
 
     def feature_key(self, split: str, items) -> FeatureKey:
         return FeatureKey(
-            backbone_sha256=file_sha256(self.backbone_file),
+            backbone_sha256=backbone_fingerprint(
+                self.cfg.MODEL.BACKBONE.NAME, file_sha256(self.backbone_file)
+            ),
             precision=self.precision.mode,
             device=self.device.type,
             dataset=self.cfg.DATASET.NAME,

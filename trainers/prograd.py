@@ -95,6 +95,9 @@ def check_loss_cfg(cfg) -> None:
 class ZeroShotTeacher:
     """The teacher of ProGrad and KD: zero-shot CLIP with the dataset's hand-crafted prompt."""
 
+    def teacher_templates(self) -> list[str]:
+        return [template_for(self.cfg.DATASET.NAME)]
+
     def teacher_text_features(self, clip_model, classnames: list[str]) -> torch.Tensor:
         template = template_for(self.cfg.DATASET.NAME)
         print(f'Zero-shot teacher prompt: "{template}"')

@@ -7,8 +7,9 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 
 from experiments.declarations import Defaults, Method
 
+from .backbone import logit_bias_of, tokenizer_for
 from .base import load_clip_for
-from .clip_prompt import template_for, zero_shot_text_features
+from .clip_prompt import TEMPLATE_FIX, template_for, template_prompts, zero_shot_text_features
 from .coop import check_prompt_cfg
 from .data_loading import DataLoadingMixin
 from .eval_features import evaluate_with_shared_features
@@ -36,8 +37,10 @@ class ZeroshotCLIP(DataLoadingMixin, TrainerX):
     def build_model(self) -> None:
         cfg = self.cfg
         precision = Precision(cfg.TRAINER.COOP.PREC, self.device)
-        clip_model = load_clip_for(cfg, precision).to(self.device)
         template = template_for(cfg.DATASET.NAME)
+        tokenizer = tokenizer_for(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
+        tokenizer.check(template_prompts(template, self.dm.dataset.classnames), TEMPLATE_FIX)
+        clip_model = load_clip_for(cfg, precision).to(self.device)
         print(f'Zero-shot prompt: "{template}"')
         self.text_features = zero_shot_text_features(
             clip_model, self.dm.dataset.classnames, template, self.device
@@ -45,13 +48,15 @@ class ZeroshotCLIP(DataLoadingMixin, TrainerX):
         self.clip_model = clip_model
         # CLIP's encode_image, computed as every trainer computes it (the features it shares).
         self.image_encoder = FrozenImageEncoder(clip_model.visual)
-        self.weights_fp32 = precision.weights_fp32
+        self.weights_dtype = precision.weights_dtype
 
     @torch.no_grad()
     def classify(self, image_features: torch.Tensor) -> torch.Tensor:
         """(B, D) image features -> (B, C) logits against the hand-crafted prompts."""
         image_features = image_features / image_features.norm(dim=-1, keepdim=True)
-        return self.clip_model.logit_scale.exp() * image_features @ self.text_features.t()
+        logits = self.clip_model.logit_scale.exp() * image_features @ self.text_features.t()
+        bias = logit_bias_of(self.clip_model)  # SigLIP's
+        return logits if bias is None else logits + bias
 
     @torch.no_grad()
     def model_inference(self, image: torch.Tensor) -> torch.Tensor:
@@ -60,5 +65,5 @@ class ZeroshotCLIP(DataLoadingMixin, TrainerX):
     def test(self, split: str | None = None):
         """Dassl's evaluation on the split's shared image features (trainers/eval_features.py)."""
         return evaluate_with_shared_features(
-            self, split, self.image_encoder, self.weights_fp32, self.classify, super().test
+            self, split, self.image_encoder, self.weights_dtype, self.classify, super().test
         )
