@@ -237,7 +237,8 @@ def test_interrupted_run_resumes_to_the_same_result(
         (
             ["--trainer", "ProGrad2"],
             '--trainer "ProGrad2" is not a registered trainer; use one of this project\'s: '
-            "CoCoOp, CoOp, KD, KgCoOp, LinearProbeCLIP, ProGrad, ProGradCoCoOp, ZeroshotCLIP, ",
+            "CoCoOp, CoOp, KD, KgCoOp, LinearProbeCLIP, MaPLe, ProGrad, ProGradCoCoOp, "
+            "ProGradMaPLe, ZeroshotCLIP, ",
         ),
         (["--trainer", "ProGrad", "DATASET.NAME", "Caltech102"], 'DATASET.NAME "Caltech102"'),
     ],
