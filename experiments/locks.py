@@ -28,7 +28,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -182,19 +182,16 @@ class RunLock:
         parent's heartbeat keeps it). True when this process may run the run.
         """
         env = os.environ if environ is None else environ
-        token = env.get(TOKEN_VARIABLE, "")
+        tokens = {token for token in env.get(TOKEN_VARIABLE, "").split(",") if token}
         current = read_holder(self.path)
-        if token and current is not None and current.token == token:
+        if current is not None and current.token in tokens:
             self.inherited = current
             return True
         return self.acquire()
 
     def child_environment(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
         """``environ`` (default: ours) plus this lock's token, for a child that runs the run."""
-        env = dict(os.environ if environ is None else environ)
-        if self.mine is not None:
-            env[TOKEN_VARIABLE] = self.mine.token
-        return env
+        return children_environment([self], environ)
 
     def refusal(self, what: str) -> str:
         """Why this process may not run the run (after acquire() failed), and what to do."""
@@ -262,6 +259,19 @@ class RunLock:
 
         self._thread = threading.Thread(target=beat, name="run-lock-heartbeat", daemon=True)
         self._thread.start()
+
+
+def children_environment(
+    locks: Sequence[RunLock], environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """``environ`` (default: ours) plus the tokens of the ``locks`` we hold, for a child that runs
+    those runs (one ``train.py``, or tools/evaluate_many.py running several): it goes on under
+    them (:meth:`RunLock.acquire_or_inherit`)."""
+    env = dict(os.environ if environ is None else environ)
+    tokens = [lock.mine.token for lock in locks if lock.mine is not None]
+    if tokens:
+        env[TOKEN_VARIABLE] = ",".join(tokens)
+    return env
 
 
 def read_holder(path: Path) -> Holder | None:

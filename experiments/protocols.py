@@ -941,7 +941,7 @@ def _run_batch(runs: Sequence[Run]) -> None:
         return
     import json
 
-    from experiments.locks import RunLock
+    from experiments.locks import RunLock, children_environment
 
     held = []
     try:
@@ -959,7 +959,10 @@ def _run_batch(runs: Sequence[Run]) -> None:
         commands = [list(run.command[2:]) for run, _ in held]
         python = held[0][0].command[0]
         code = subprocess.run(
-            [python, "tools/evaluate_many.py"], input=json.dumps(commands), text=True
+            [python, "tools/evaluate_many.py"],
+            input=json.dumps(commands),
+            text=True,
+            env=children_environment([lock for _, lock in held]),  # train.py goes on under them
         ).returncode
     finally:
         for _, lock in held:

@@ -38,7 +38,7 @@ from pathlib import Path
 import submitit
 
 from experiments.atomic import write_text
-from experiments.locks import RunLock, slurm_job_id
+from experiments.locks import RunLock, children_environment, slurm_job_id
 from experiments.protocols import Run, is_finished, log_files
 
 FAILURES = "failures"
@@ -207,6 +207,8 @@ def run_evaluations(
                 outcomes[run.run_dir] = run_one(run, repo_root, sweep_dir, env)
             held = []
             return outcomes
+        # Each train.py of the batch goes on under the lock held here for its run.
+        env = children_environment([lock for _, lock in held], env)
         code, tail, stderr_path = _evaluate_many(
             [run for run, _ in held], repo_root, sweep_dir, env
         )

@@ -9,7 +9,7 @@ import pytest
 
 from experiments import atomic
 from experiments.atomic import DiskWriteError, atomic_file, write_text
-from experiments.locks import TOKEN_VARIABLE, RunLock
+from experiments.locks import TOKEN_VARIABLE, RunLock, children_environment
 
 
 @pytest.mark.parametrize(
@@ -80,6 +80,22 @@ def test_a_child_named_by_the_holder_runs_under_its_lock_and_no_one_else(tmp_pat
         assert f"pid {os.getpid()} on {socket.gethostname()}, since " in refusal
     finally:
         holder.release()
+
+
+def test_one_child_of_several_held_runs_goes_on_under_each_of_their_locks(tmp_path):
+    """children_environment: a process running several runs at once (tools/evaluate_many.py)
+    inherits the lock of each run its parent holds, and of no other run."""
+    holders = [RunLock(tmp_path / name) for name in ("a", "b")]
+    assert all(holder.acquire() for holder in holders)
+    other = RunLock(tmp_path / "c")
+    assert other.acquire()
+    try:
+        env = children_environment(holders)
+        assert all(RunLock(tmp_path / name).acquire_or_inherit(env) for name in ("a", "b"))
+        assert not RunLock(tmp_path / "c").acquire_or_inherit(env)
+    finally:
+        for lock in (*holders, other):
+            lock.release()
 
 
 def test_the_protocol_runner_passes_its_lock_to_the_command_it_runs(tmp_path, monkeypatch):

@@ -176,7 +176,7 @@ def test_kd_trains_logs_both_terms_and_eval_only_reproduces_its_accuracy(
         (
             "ProGrad",
             ["LOSS.NAME", "distill"],
-            r'LOSS.NAME is "distill"; it takes one of prograd, kd',
+            r'LOSS.NAME is "distill"; it takes one of prograd, vertical_grad, kd',
         ),
         ("ProGrad", [*KD, "LOSS.T", "0.0"], "LOSS.T is 0.0"),
     ],
