@@ -123,7 +123,7 @@ def test_fast_towers_give_the_reference_computation_on_open_clip_vits(
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
-        ("eva02", "its image tower is timm's .*EVA02, SigLIP"),
+        ("eva02", "its image tower is timm's .*EVA02 and SigLIP"),
         ("bidirectional_last", "its text attention is bidirectional"),
         ("first_pool", "its text attention is bidirectional"),
     ],

@@ -91,8 +91,8 @@ def maple_unsupported_reason(clip_model: nn.Module) -> str:
     if tower.kind == "timm":
         trunk = getattr(tower.visual, "trunk", None)
         return (
-            f"its image tower is timm's {type(trunk or tower.visual).__name__} (EVA02, SigLIP), "
-            f"whose blocks MaPLe cannot put prompts into"
+            f"its image tower is timm's {type(trunk or tower.visual).__name__} (a timm trunk, as "
+            f"in EVA02 and SigLIP), whose blocks MaPLe cannot put prompts into"
         )
     if tower.kind == "open_clip_vit":
         if not is_plain_open_clip_vit(tower.visual) or not isinstance(
