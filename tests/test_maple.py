@@ -2,11 +2,15 @@
 end to end with real Dassl (train.py's config path, the tiny ViT CLIP, a synthetic Caltech101),
 the official checkpoint format, exact resume and the refusals."""
 
+import re
+
 import pytest
 import torch
+from torch.nn import functional as F
 
 import trainers.maple_prompt as maple_prompt
-from devkit.tiny_clip import CLASSNAMES, build_tiny_clip
+from devkit.tiny_clip import CLASSNAMES, build_tiny_clip, tiny_open_clip_name
+from trainers.backbone import load_backbone
 from trainers.maple_prompt import MaPLeCLIP, MaPLePromptLearner, ReferenceMaPLeCLIP
 
 MAPLE_TINY = "configs/trainers/MaPLe/tiny.yaml"
@@ -68,6 +72,70 @@ def test_vision_transformers_only():
     """A ResNet CLIP is refused with the reason and the backbones to use."""
     clip_model = build_tiny_clip("RN").float()
     with pytest.raises(ValueError, match=r"MaPLe needs a vision transformer .* ModifiedResNet"):
+        MaPLePromptLearner(clip_model, CLASSNAMES, 2, "a photo of a", 1)
+
+
+def open_clip_maple(files, kind, model_class):
+    """A MaPLe model (depth 2) on a tiny open_clip model, every prompt tensor moved off its
+    initial value."""
+    clip_model = load_backbone(tiny_open_clip_name(kind), str(files[kind]))
+    torch.manual_seed(0)
+    learner = MaPLePromptLearner(clip_model, CLASSNAMES, 2, "a photo of a", 2)
+    with torch.no_grad():
+        for param in learner.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    model = model_class(clip_model, learner)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith("prompt_learner."))
+    return model
+
+
+@pytest.mark.parametrize(
+    ("kind", "activation"),
+    [("gelu", "gelu"), ("quickgelu", "quick_gelu"), ("layerscale", "gelu"), ("eos_pool", "gelu")],
+)
+def test_fast_towers_give_the_reference_computation_on_open_clip_vits(
+    monkeypatch, tiny_open_clip_files, kind, activation
+):
+    """On open_clip ViTs (GELU or QuickGELU blocks, batch-first, text LayerScale, end-of-text
+    pooling by id; their own blocks as the reference), the packed text tower and the SDPA vision
+    tower give the reference's logits and prompt gradients (to fp32 rounding)."""
+    monkeypatch.setattr(maple_prompt, "INSERTED_PROMPT_DTYPE", torch.float32)
+    fast = open_clip_maple(tiny_open_clip_files, kind, MaPLeCLIP)
+    reference = open_clip_maple(tiny_open_clip_files, kind, ReferenceMaPLeCLIP)
+    activations = {*fast.image_encoder.activations, *fast.text_encoder.activations}
+    assert activations == {activation}
+    image = torch.randn(3, 3, 32, 32)
+    logits, expected = fast(image), reference(image)
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+    labels = torch.tensor([0, 3, 6])
+    gradients = torch.autograd.grad(
+        F.cross_entropy(logits, labels), list(fast.prompt_learner.parameters())
+    )
+    reference_gradients = torch.autograd.grad(
+        F.cross_entropy(expected, labels), list(reference.prompt_learner.parameters())
+    )
+    for gradient, expected_gradient in zip(gradients, reference_gradients, strict=True):
+        assert gradient.abs().sum() > 0
+        assert (gradient - expected_gradient).norm() <= 1e-5 * expected_gradient.norm()
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("eva02", "its image tower is timm's .*EVA02 and SigLIP"),
+        ("bidirectional_last", "its text attention is bidirectional"),
+        ("first_pool", "its text attention is bidirectional"),
+    ],
+)
+def test_open_clip_towers_maple_cannot_prompt_are_refused_naming_the_backbone(
+    tiny_open_clip_files, kind, message
+):
+    """A timm image tower (EVA02, SigLIP) or a non-causal text tower: a ValueError naming the
+    backbone, the reason and the backbones MaPLe runs on."""
+    clip_model = load_backbone(tiny_open_clip_name(kind), str(tiny_open_clip_files[kind]))
+    name = re.escape(tiny_open_clip_name(kind))
+    with pytest.raises(ValueError, match=rf"MaPLe cannot run on {name}: {message}.*CLIP-arch"):
         MaPLePromptLearner(clip_model, CLASSNAMES, 2, "a photo of a", 1)
 
 
@@ -192,18 +260,36 @@ def test_official_form_checkpoint_evaluates_through_train_py_eval_only(
         (["TRAINER.MAPLE.PREC", "bf16"], 'TRAINER.MAPLE.PREC is "bf16"; it takes one of'),
         (["TRAINER.MAPLE.PROMPT_DEPTH", "3"], "PROMPT_DEPTH is 3; use an integer from 1 .* to 2"),
         (["TRAINER.MAPLE.N_CTX", "3", "TRAINER.MAPLE.CTX_INIT", "a_photo"], "has 2 tokens but"),
-        (["MODEL.BACKBONE.NAME", "open_clip:ViT-B-16"], "MaPLe runs on OpenAI CLIP ViTs only"),
         (["MODEL.BACKBONE.NAME", "RN50", "MODEL.BACKBONE.PATH", "''"], "a ResNet; MaPLe prompts"),
     ],
 )
 def test_bad_maple_settings_are_refused_with_key_value_and_fix(
     monkeypatch, tmp_path, data_root, tiny_clip_files, opts, message
 ):
-    """Bad PREC / PROMPT_DEPTH / CTX_INIT, an open_clip or ResNet backbone: a ValueError naming
+    """Bad PREC / PROMPT_DEPTH / CTX_INIT, a ResNet backbone: a ValueError naming
     the key, the value and what to use instead."""
     with pytest.raises(ValueError, match=message):
         build(monkeypatch, "MaPLe", MAPLE_TINY, tmp_path, data_root, tiny_clip_files["ViT"],
               *FAST, *opts)  # fmt: skip
+
+
+def test_prograd_maple_trains_on_a_gelu_open_clip_vit(
+    monkeypatch, tmp_path, data_root, tiny_open_clip_files
+):
+    """ProGradMaPLe built by train.py's config path on an open_clip GELU ViT: one epoch moves
+    every prompt tensor and keeps it finite."""
+    trainer = build(
+        monkeypatch, "ProGradMaPLe", PROGRAD_MAPLE_TINY, tmp_path, data_root,
+        tiny_open_clip_files["gelu"], *FAST, "MODEL.BACKBONE.NAME", tiny_open_clip_name("gelu"),
+        "TEST.NO_TEST", "True", epochs=1,
+    )  # fmt: skip
+    assert sorted(trainable(trainer)) == sorted(TRAINABLE)
+    assert trainer.model.text_encoder.activations == ["gelu", "gelu"]
+    start = trainable(trainer)
+    trainer.train()
+    for name, value in trainable(trainer).items():
+        assert torch.isfinite(value).all()
+        assert not torch.equal(value, start[name]), name
 
 
 @pytest.mark.parametrize("precision", ["fp16", "amp"])
@@ -255,3 +341,24 @@ def test_maple_trains_and_evaluates_on_cuda(
                   tiny_clip_files["ViT"], *opts)  # fmt: skip
     fresh.load_model(str(tmp_path), epoch=1)
     assert fresh.test() == trained
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp16", "amp"])
+def test_prograd_maple_trains_on_an_open_clip_vit_on_cuda(
+    monkeypatch, tmp_path, data_root, tiny_open_clip_files, precision
+):
+    """CUDA fp16 / amp on an open_clip GELU ViT: the step runs on the GPU, stays finite, moves
+    every trainable tensor and skips no step."""
+    trainer = build(
+        monkeypatch, "ProGradMaPLe", PROGRAD_MAPLE_TINY, tmp_path, data_root,
+        tiny_open_clip_files["gelu"], *FAST, "TRAINER.MAPLE.PREC", precision, "USE_CUDA", "True",
+        "MODEL.BACKBONE.NAME", tiny_open_clip_name("gelu"), epochs=1,
+    )  # fmt: skip
+    assert trainer.device.type == "cuda"
+    start = trainable(trainer)
+    trainer.train()
+    for name, value in trainable(trainer).items():
+        assert torch.isfinite(value).all()
+        assert not torch.equal(value, start[name]), name
+    assert trainer.skipped_steps == 0

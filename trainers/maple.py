@@ -93,12 +93,7 @@ def check_maple_cfg(cfg) -> None:
     if isinstance(words, str) and words.strip() and count_tokens(words.replace("_", " ")) == 0:
         raise ValueError(f"TRAINER.MAPLE.CTX_INIT is {words!r}, which has no tokens")
     backbone = cfg.MODEL.BACKBONE.NAME
-    if backbone.startswith("open_clip:"):
-        raise ValueError(
-            f'MODEL.BACKBONE.NAME is "{backbone}"; MaPLe runs on OpenAI CLIP ViTs only for now '
-            f"(it puts prompts inside both towers, which the open_clip backbones do not yet "
-            f"offer hooks for). Use ViT-B/16, ViT-B/32 or ViT-L/14."
-        )
+    # open_clip backbones: checked once built (maple_prompt.check_maple_backbone)
     if backbone.startswith("RN") and not cfg.MODEL.BACKBONE.PATH:
         raise ValueError(
             f'MODEL.BACKBONE.NAME is "{backbone}", a ResNet; MaPLe prompts the tokens of a '

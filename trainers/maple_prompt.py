@@ -28,6 +28,11 @@ leading positions every class shares ([SOS], the context and the init words afte
 vision tower runs batch-first with `scaled_dot_product_attention`, and its last block only for
 the class token's query. `ReferenceMaPLeCLIP`'s computation (the official one, all 77
 positions, CLIP's own blocks) is the oracle of the tests.
+
+Backbones (`maple_unsupported_reason`): OpenAI CLIP ViTs, and open_clip CLIP-architecture ViTs
+through the backbone seam (trainers/backbone.py): a VisionTransformer read at the class token, CLIP
+blocks with QuickGELU or GELU (each block's own activation), and a causal text transformer read at
+the end-of-text token. ResNets, timm towers (EVA02, SigLIP) and other text towers are refused.
 """
 
 from __future__ import annotations
@@ -38,21 +43,22 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
-from clip.model import CLIP
 from torch import nn
 from torch.nn import functional as F
 
+from .backbone import activation_of, image_tower, model_dtype, text_tower, tokenizer_of
 from .clip_prompt import (
     attend_after_prefix,
     count_tokens,
-    eot_positions,
     merge_heads,
+    mlp_forward,
     pack_by_length,
-    quick_gelu_mlp,
+    packed_unsupported_reason,
+    scaled,
     split_heads,
     tokenize,
 )
-from .frozen_image import FrozenImageEncoder
+from .frozen_image import FrozenImageEncoder, is_plain_open_clip_vit
 
 # The official code casts every prompt it inserts into a tower with `.half()`.
 INSERTED_PROMPT_DTYPE = torch.float16
@@ -66,21 +72,72 @@ def inserted(prompt: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return prompt.to(INSERTED_PROMPT_DTYPE).to(dtype)
 
 
-def vision_width(clip_model: CLIP) -> int:
-    """D_v of a ViT CLIP; a ResNet CLIP is refused (MaPLe prompts a vision transformer)."""
-    transformer = getattr(clip_model.visual, "transformer", None)
-    if transformer is None:
-        raise ValueError(
-            f"MaPLe needs a vision transformer backbone (ViT-B/16, ViT-B/32, ViT-L/14); this "
-            f"CLIP's image encoder is a {type(clip_model.visual).__name__} (a ResNet), which has "
-            f"no token sequence to put prompts in. Set MODEL.BACKBONE.NAME to a ViT."
+SUPPORTED_BACKBONES = (
+    "MaPLe runs on OpenAI CLIP ViTs (ViT-B/16, ViT-B/32, ViT-L/14) and on open_clip "
+    "CLIP-architecture ViTs (a VisionTransformer read at the class token, CLIP blocks with "
+    "QuickGELU or GELU, a causal text transformer read at the end-of-text token: e.g. "
+    "open_clip:ViT-B-16/laion2b_s34b_b88k, MetaCLIP, DFN, DataComp)"
+)
+
+
+def maple_unsupported_reason(clip_model: nn.Module) -> str:
+    """Why MaPLe cannot put its prompts into this model's towers ("" if it can)."""
+    tower = image_tower(clip_model)
+    if tower.kind in ("openai_resnet", "open_clip_resnet"):
+        return (
+            f"its image encoder is a {type(tower.visual).__name__} (a ResNet), which has no token "
+            f"sequence to put prompts in"
         )
-    return transformer.width
+    if tower.kind == "timm":
+        trunk = getattr(tower.visual, "trunk", None)
+        return (
+            f"its image tower is timm's {type(trunk or tower.visual).__name__} (a timm trunk, as "
+            f"in EVA02 and SigLIP), whose blocks MaPLe cannot put prompts into"
+        )
+    if tower.kind == "open_clip_vit":
+        if not is_plain_open_clip_vit(tower.visual) or not isinstance(
+            getattr(tower.visual, "patch_dropout", nn.Identity()), nn.Identity
+        ):
+            return (
+                "its VisionTransformer is not CLIP's layout (class-token pooling with ln_post, "
+                "no attention pooler or patch dropout, CLIP blocks without LayerScale, GELU or "
+                "QuickGELU)"
+            )
+    elif tower.kind != "openai_vit":
+        return f"its image tower {type(tower.visual).__name__} is not a CLIP ViT"
+    try:
+        reason = packed_unsupported_reason(clip_model)
+    except ValueError as error:  # text_tower's refusal of a tower it cannot read
+        return str(error)
+    if reason:
+        return reason
+    if tokenizer_of(clip_model).start_token is None:
+        return "its prompts have no start-of-text token for the context to follow"
+    return ""
 
 
-def check_depth(clip_model: CLIP, depth: int) -> None:
+def check_maple_backbone(clip_model: nn.Module) -> None:
+    """A ValueError naming the backbone, why MaPLe cannot run on it, and what it runs on."""
+    reason = maple_unsupported_reason(clip_model)
+    if reason:
+        name = getattr(clip_model, "backbone_name", type(clip_model).__name__)
+        head = "MaPLe needs a vision transformer backbone and" if "ResNet" in reason else "MaPLe"
+        raise ValueError(
+            f"{head} cannot run on {name}: {reason}. {SUPPORTED_BACKBONES}. Set "
+            f"MODEL.BACKBONE.NAME to one of those."
+        )
+
+
+def vision_width(clip_model: nn.Module) -> int:
+    """D_v of a ViT CLIP; any other backbone is refused (`check_maple_backbone`)."""
+    check_maple_backbone(clip_model)
+    return clip_model.visual.transformer.width
+
+
+def check_depth(clip_model: nn.Module, depth: int) -> None:
     """PROMPT_DEPTH J must be >= 1 and fit in both towers."""
-    layers = min(clip_model.transformer.layers, clip_model.visual.transformer.layers)
+    text_layers = len(text_tower(clip_model).blocks)
+    layers = min(text_layers, len(image_tower(clip_model).blocks))
     if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= layers:
         raise ValueError(
             f"TRAINER.MAPLE.PROMPT_DEPTH is {depth!r}; use an integer from 1 (prompts at the "
@@ -109,7 +166,7 @@ class MaPLePromptLearner(nn.Module):
 
     def __init__(
         self,
-        clip_model: CLIP,
+        clip_model: nn.Module,
         classnames: list[str],
         n_ctx: int,
         init_words: str | None,
@@ -129,20 +186,22 @@ class MaPLePromptLearner(nn.Module):
         super().__init__()
         d_vision = vision_width(clip_model)
         check_depth(clip_model, depth)
-        dtype = clip_model.dtype
-        device = clip_model.token_embedding.weight.device
-        ctx_dim = clip_model.ln_final.weight.shape[0]
+        tower, tokenizer = text_tower(clip_model), tokenizer_of(clip_model)
+        dtype = model_dtype(clip_model)
+        device = tower.token_embedding.weight.device
+        ctx_dim = tower.ln_final.weight.shape[0]
         if init_words and n_ctx <= MAX_WORD_INIT_CTX:
             init_words = " ".join(init_words.replace("_", " ").split())
-            if count_tokens(init_words) < n_ctx:
+            if count_tokens(init_words, tokenizer) < n_ctx:
                 raise ValueError(
-                    f'TRAINER.MAPLE.CTX_INIT "{init_words}" has {count_tokens(init_words)} '
+                    f'TRAINER.MAPLE.CTX_INIT "{init_words}" has '
+                    f"{count_tokens(init_words, tokenizer)} "
                     f"tokens but TRAINER.MAPLE.N_CTX is {n_ctx}; the context is the first N_CTX "
                     f'tokens of the words: give more words (e.g. "a photo of a") or a smaller '
                     f"N_CTX"
                 )
             with torch.no_grad():
-                embedding = clip_model.token_embedding(tokenize([init_words]).to(device))
+                embedding = tower.token_embedding(tokenize([init_words], tokenizer).to(device))
             ctx_vectors = embedding[0, 1 : 1 + n_ctx].type(dtype).cpu()
             prompt_prefix = init_words
         else:
@@ -169,16 +228,19 @@ class MaPLePromptLearner(nn.Module):
         )
 
         names = [name.replace("_", " ") for name in classnames]
-        tokenized = tokenize([f"{prompt_prefix} {name}." for name in names]).to(device)
+        texts = [f"{prompt_prefix} {name}." for name in names]
+        tokenized = tokenize(texts, tokenizer).to(device)
         with torch.no_grad():
-            embedding = clip_model.token_embedding(tokenized).type(dtype)
+            embedding = tower.token_embedding(tokenized).type(dtype)
         self.register_buffer("token_prefix", embedding[:, :1], persistent=False)  # (C, 1, D_t)
         self.register_buffer("token_suffix", embedding[:, 1 + n_ctx :], persistent=False)
         self.register_buffer("tokenized_prompts", tokenized, persistent=False)  # (C, 77)
+        # Where each prompt's feature is read (its end-of-text token): (C,).
+        self.register_buffer("eot", tower.pool_positions(tokenized), persistent=False)
         # Leading positions every prompt shares: [SOS], the context and the init words after it,
         # up to the first token that differs between classes (and before any end-of-text token).
         same = (tokenized == tokenized[:1]).all(dim=0).int().cumprod(dim=0).sum()
-        self.n_shared = int(min(max(int(same), 1 + n_ctx), eot_positions(tokenized).min()))
+        self.n_shared = int(min(max(int(same), 1 + n_ctx), self.eot.min()))
         self.n_cls = len(classnames)
         self.n_ctx = n_ctx
         self.depth = depth
@@ -211,18 +273,22 @@ class MaPLeTextEncoder(nn.Module):
     the deep prompts replace shared positions 1 .. M, so they stay shared.
     """
 
-    def __init__(self, clip_model: CLIP):
+    def __init__(self, clip_model: nn.Module):
         super().__init__()
-        self.resblocks = clip_model.transformer.resblocks
-        self.positional_embedding = clip_model.positional_embedding
-        self.ln_final = clip_model.ln_final
-        self.text_projection = clip_model.text_projection
+        self.tower = tower = text_tower(clip_model)
+        self.resblocks = tower.blocks
+        self.positional_embedding = tower.positional_embedding
+        self.ln_final = tower.ln_final
+        self.text_projection = tower.projection
+        self.activations = tower.activations
+        projection = tower.projection
+        self.dtype = projection.dtype if isinstance(projection, nn.Parameter) else tower.dtype
 
     def forward(
         self,
         shared: torch.Tensor,
         rest: torch.Tensor,
-        tokenized_prompts: torch.Tensor,
+        eot: torch.Tensor,
         deep_prompts: list[torch.Tensor],
     ) -> torch.Tensor:
         """Text features.
@@ -230,15 +296,15 @@ class MaPLeTextEncoder(nn.Module):
         Args:
             shared: (P, D_t) embeddings of the positions every class shares, context included.
             rest: (C, 77 - P, D_t) each class's later positions.
-            tokenized_prompts: (C, 77) token ids (end-of-text positions).
+            eot: (C,) each class's end-of-text position (where its feature is read).
             deep_prompts: J-1 x (M, D_t), replacing positions 1 .. M at layers 1 .. J-1.
 
         Returns:
             (C, D) unnormalised text features.
         """
-        eot = eot_positions(tokenized_prompts).to(rest.device)
+        eot = eot.to(rest.device)
         n_shared = shared.shape[0]
-        dtype = self.text_projection.dtype
+        dtype = self.dtype
         position = self.positional_embedding.type(dtype)
         prefix = shared.type(dtype) + position[:n_shared]  # (P, D_t)
         packing = pack_by_length((eot - n_shared + 1).tolist())
@@ -255,7 +321,9 @@ class MaPLeTextEncoder(nn.Module):
             if 1 <= index <= len(deep_prompts):
                 prompt = inserted(deep_prompts[index - 1], dtype)
                 prefix = torch.cat([prefix[:1], prompt, prefix[1 + prompt.shape[0] :]])
-            attention = block.attn
+            attention, activation = block.attn, self.activations[index]
+            scale_attention = getattr(block, "ls_1", None)  # open_clip's LayerScale (or Identity)
+            scale_mlp = getattr(block, "ls_2", None)
             q_prefix, k_prefix, v_prefix = split_heads(
                 F.linear(block.ln_1(prefix), attention.in_proj_weight, attention.in_proj_bias),
                 attention.num_heads,
@@ -271,25 +339,32 @@ class MaPLeTextEncoder(nn.Module):
                 attended.append(attend_after_prefix(q, k, v, k_prefix, v_prefix))
             if index == last:
                 x = x[packing.ends]  # (C, D_t), in group order
-            x = x + attention.out_proj(torch.cat(attended))
-            x = x + quick_gelu_mlp(block.mlp, block.ln_2(x))
+            x = x + scaled(scale_attention, attention.out_proj(torch.cat(attended)))
+            x = x + scaled(scale_mlp, mlp_forward(block.mlp, block.ln_2(x), activation))
             if index < last:
                 out_prefix = F.scaled_dot_product_attention(
                     q_prefix, k_prefix, v_prefix, is_causal=True
                 )
-                prefix = prefix + attention.out_proj(merge_heads(out_prefix))
-                prefix = prefix + quick_gelu_mlp(block.mlp, block.ln_2(prefix))
+                prefix = prefix + scaled(
+                    scale_attention, attention.out_proj(merge_heads(out_prefix))
+                )
+                prefix = prefix + scaled(
+                    scale_mlp, mlp_forward(block.mlp, block.ln_2(prefix), activation)
+                )
         x = x[torch.argsort(torch.tensor(packing.order, device=x.device))]  # class order
-        return self.ln_final(x).type(dtype) @ self.text_projection
+        return self.tower.project(self.ln_final(x).type(dtype))
 
 
 class MaPLeImageEncoder(nn.Module):
     """CLIP's vision transformer with MaPLe's prompts, batch-first, attention by SDPA."""
 
-    def __init__(self, clip_model: CLIP):
+    def __init__(self, clip_model: nn.Module):
         super().__init__()
-        vision_width(clip_model)  # refuses a ResNet
+        vision_width(clip_model)  # refuses a ResNet, a timm tower
         self.visual = clip_model.visual
+        self.activations = [activation_of(block) for block in self.visual.transformer.resblocks]
+        # open_clip's transformer is batch-first; OpenAI's (and an old open_clip's) is not
+        self.batch_first = getattr(self.visual.transformer, "batch_first", False)
 
     def forward(
         self, image: torch.Tensor, input_prompt: torch.Tensor, deep_prompts: list[torch.Tensor]
@@ -314,9 +389,9 @@ class MaPLeImageEncoder(nn.Module):
             # attention output and MLP are needed (every token's keys and values still are).
             queries = 1 if index == last else None
             x = x[:, : queries or x.shape[1]] + self_attention(block.attn, block.ln_1(x), queries)
-            x = x + quick_gelu_mlp(block.mlp, block.ln_2(x))
+            x = x + mlp_forward(block.mlp, block.ln_2(x), self.activations[index])
         features = visual.ln_post(x[:, 0])
-        return features @ visual.proj
+        return features @ visual.proj if visual.proj is not None else features
 
 
 def self_attention(
@@ -342,7 +417,7 @@ class MaPLeCLIP(nn.Module):
 
     def __init__(
         self,
-        clip_model: CLIP,
+        clip_model: nn.Module,
         prompt_learner: MaPLePromptLearner,
         teacher_text_features: torch.Tensor | None = None,
     ):
@@ -351,7 +426,7 @@ class MaPLeCLIP(nn.Module):
         self.text_encoder = MaPLeTextEncoder(clip_model)
         self.image_encoder = MaPLeImageEncoder(clip_model)
         self.logit_scale = clip_model.logit_scale
-        self.dtype = clip_model.dtype
+        self.dtype = model_dtype(clip_model)
         self.frozen_image_encoder = None
         if teacher_text_features is not None:
             self.frozen_image_encoder = FrozenImageEncoder(clip_model.visual)
@@ -364,7 +439,7 @@ class MaPLeCLIP(nn.Module):
             return self._fixed_text_features
         learner = self.prompt_learner
         shared, rest = learner.split(prompts.text_context)
-        features = self.text_encoder(shared, rest, learner.tokenized_prompts, prompts.deep_text)
+        features = self.text_encoder(shared, rest, learner.eot, prompts.deep_text)
         return features / features.norm(dim=-1, keepdim=True)
 
     def image_features(self, image: torch.Tensor, prompts: MaPLePrompts) -> torch.Tensor:
@@ -413,20 +488,27 @@ class ReferenceMaPLeCLIP(MaPLeCLIP):
         if self._fixed_text_features is not None and not torch.is_grad_enabled():
             return self._fixed_text_features
         encoder, learner = self.text_encoder, self.prompt_learner
-        dtype = encoder.text_projection.dtype
+        dtype = encoder.dtype
         n_cls = learner.n_cls
         context = prompts.text_context.unsqueeze(0).expand(n_cls, -1, -1)
         x = torch.cat([learner.token_prefix, context, learner.token_suffix], dim=1).type(dtype)
-        x = (x + encoder.positional_embedding.type(dtype)).permute(1, 0, 2)  # (77, C, D_t)
+        x = x + encoder.positional_embedding.type(dtype)  # (C, 77, D_t)
+        if encoder.tower.sequence_first:  # OpenAI's blocks, as the official code
+            x = x.permute(1, 0, 2)  # (77, C, D_t)
         for index, block in enumerate(encoder.resblocks):
             if 1 <= index <= len(prompts.deep_text):
-                prompt = prompts.deep_text[index - 1].unsqueeze(1).expand(-1, n_cls, -1)
-                prompt = inserted(prompt, dtype)
-                x = torch.cat([x[:1], prompt, x[1 + prompt.shape[0] :]])
-            x = block(x)
-        x = encoder.ln_final(x.permute(1, 0, 2)).type(dtype)
-        eot = eot_positions(learner.tokenized_prompts)
-        features = x[torch.arange(n_cls), eot] @ encoder.text_projection
+                prompt = prompts.deep_text[index - 1]
+                if encoder.tower.sequence_first:
+                    prompt = inserted(prompt.unsqueeze(1).expand(-1, n_cls, -1), dtype)
+                    x = torch.cat([x[:1], prompt, x[1 + prompt.shape[0] :]])
+                else:
+                    prompt = inserted(prompt.unsqueeze(0).expand(n_cls, -1, -1), dtype)
+                    x = torch.cat([x[:, :1], prompt, x[:, 1 + prompt.shape[1] :]], dim=1)
+            x = block(x) if encoder.tower.sequence_first else encoder.tower.run_block(block, x)
+        if encoder.tower.sequence_first:
+            x = x.permute(1, 0, 2)
+        x = encoder.ln_final(x).type(dtype)
+        features = encoder.tower.project(x[torch.arange(n_cls), learner.eot])
         return features / features.norm(dim=-1, keepdim=True)
 
     def image_features(self, image: torch.Tensor, prompts: MaPLePrompts) -> torch.Tensor:
@@ -439,10 +521,12 @@ class ReferenceMaPLeCLIP(MaPLeCLIP):
         prompt = inserted(prompts.vision_input.expand(batch, -1, -1), dtype)
         x = visual.ln_pre(torch.cat([x, prompt], dim=1)).permute(1, 0, 2)  # (N + M, B, D_v)
         n_ctx = prompts.vision_input.shape[0]
+        batch_first = self.image_encoder.batch_first  # open_clip's blocks take (B, N + M, D_v)
         for index, block in enumerate(visual.transformer.resblocks):
             if 1 <= index <= len(prompts.deep_vision):
                 deep = prompts.deep_vision[index - 1].unsqueeze(1).expand(-1, batch, -1)
                 x = torch.cat([x[:-n_ctx], inserted(deep, dtype)])
-            x = block(x)
-        features = visual.ln_post(x[0]) @ visual.proj
+            x = block(x.transpose(0, 1)).transpose(0, 1) if batch_first else block(x)
+        features = visual.ln_post(x[0])
+        features = features @ visual.proj if visual.proj is not None else features
         return features / features.norm(dim=-1, keepdim=True)
