@@ -37,6 +37,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from devkit import worker_environment
 from experiments.cli import positive_float, positive_int
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -230,7 +231,7 @@ def run_parity(
             "--coop-repo", str(coop_repo), "--arch", arch, "--steps", str(steps),
             "--batch", str(batch), "--lr", str(lr), "--work", str(work),
         ]  # fmt: skip
-        env = {**os.environ, "OUTDATED_IGNORE": "1", "PYTHONWARNINGS": "ignore"}
+        env = worker_environment()  # the worker imports the repository's packages
         for side in ("ours", "theirs", "ours"):
             result = subprocess.run(
                 [sys.executable, __file__, "--side", side, *common],

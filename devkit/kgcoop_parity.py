@@ -49,6 +49,7 @@ from pathlib import Path
 
 import torch
 
+from devkit import worker_environment
 from experiments.cli import non_negative_float, positive_float, positive_int
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,7 +194,7 @@ def compare(
             "--output", str(folder / "theirs.pt"), "--weight", str(weight), "--lr", str(lr),
             "--teacher", teacher,
         ]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True)
+        result = subprocess.run(command, capture_output=True, text=True, env=worker_environment())
         if result.returncode != 0:
             raise RuntimeError(f"the official side failed:\n{result.stderr[-4000:]}")
         theirs = torch.load(folder / "theirs.pt", weights_only=True)

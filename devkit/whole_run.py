@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from devkit import worker_environment
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASET_CONFIG = "configs/datasets/caltech101.yaml"  # the same file on both sides
 
@@ -174,7 +176,7 @@ def whole_run_inputs(
 
 def run_sides(commands: dict[str, list[str]], outputs: dict[str, Path]) -> dict[str, dict]:
     """Run each side's worker command from the repository root; their records, by side."""
-    env = {**os.environ, "OUTDATED_IGNORE": "1", "PYTHONWARNINGS": "ignore"}
+    env = worker_environment()  # the worker imports the repository's packages
     records = {}
     for side, command in commands.items():
         result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
