@@ -35,6 +35,7 @@ import tempfile
 from pathlib import Path
 
 from devkit import worker_environment
+from devkit.cocoop_parity import compare
 from experiments.cli import positive_float, positive_int
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -182,49 +183,6 @@ def trainable_state(model) -> dict:
     }
 
 
-def relative(a, b) -> float:
-    return float((a - b).norm() / b.norm())
-
-
-def compare(work: Path) -> dict:
-    """The figures: parameter and logit differences between the two sides."""
-    import torch
-
-    ours, theirs = torch.load(work / "ours.pt"), torch.load(work / "theirs.pt")
-    start = torch.load(work / "start.pth")["state_dict"]
-    steps = []
-    for mine, reference in zip(ours["trajectory"], theirs["trajectory"], strict=True):
-        if set(mine) != set(reference):
-            raise ValueError(f"different trainable tensors: {sorted(mine)} vs {sorted(reference)}")
-        steps.append({name: relative(mine[name], reference[name]) for name in reference})
-    last_ours, last_theirs = ours["trajectory"][-1], theirs["trajectory"][-1]
-    return {
-        "steps": len(steps),
-        "tensors": sorted(last_theirs),
-        "max_relative_parameter_difference_per_step": [max(s.values()) for s in steps],
-        "relative_parameter_difference_at_end": steps[-1],
-        # How far the parameters moved, relative to where they started: the differences above
-        # must be tiny next to these.
-        "relative_distance_travelled": {
-            name: relative(last_theirs[name], start[name].float()) for name in last_theirs
-        },
-        "max_abs_parameter_difference_at_end": max(
-            float((last_ours[n] - last_theirs[n]).abs().max()) for n in last_theirs
-        ),
-        "max_abs_logit_difference": float((ours["logits"] - theirs["logits"]).abs().max()),
-        "logit_scale_of_reference": float(theirs["logits"].abs().max()),
-        "same_predictions": bool(
-            torch.equal(ours["logits"].argmax(-1), theirs["logits"].argmax(-1))
-        ),
-        "theirs_evaluating_our_checkpoint_max_abs_difference": float(
-            (torch.load(work / "theirs_evaluates_ours.pt") - ours["logits"]).abs().max()
-        ),
-        "ours_evaluating_their_checkpoint_max_abs_difference": float(
-            (torch.load(work / "ours_evaluates_theirs.pt") - theirs["logits"]).abs().max()
-        ),
-    }
-
-
 def run_parity(
     maple_repo: Path, steps: int = 6, batch: int = 4, lr: float = 0.05, reference: bool = False
 ) -> dict:
@@ -244,11 +202,13 @@ def run_parity(
             )  # fmt: skip
             if result.returncode != 0:
                 raise RuntimeError(f"the {side} side failed:\n{result.stderr[-4000:]}")
+        figures = compare(work)  # the same figures as CoCoOp's parity
         return {
             "batch": batch,
             "lr": lr,
             "ours": "reference" if reference else "fast",
-            **compare(work),
+            "tensors": sorted(figures["relative_parameter_difference_at_end"]),
+            **figures,
         }
 
 
